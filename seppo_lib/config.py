@@ -1,0 +1,277 @@
+"""The one typed configuration of a seppo run.
+
+`SeppoConfig` is frozen and forbids unknown keys; every field documents its paper
+symbol (see ALGORITHM.md), range and unit. Validators raise with the allowed values,
+they never rewrite a value. Presets live in `pipelines/configs/*.yaml`; CLI overrides
+are `a.b=value` strings parsed as YAML scalars.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+Method = Literal["sft", "dpo", "spin", "seppo"]
+Criterion = Literal["sign", "indicator", "sft_mse", "none"]
+ReferenceStrategy = Literal["uniform", "latest", "initial"]
+
+PRESET_DIR = Path(__file__).resolve().parent.parent / "pipelines" / "configs"
+
+
+class ConfigError(ValueError):
+    """A configuration problem, with a one-line message that says how to fix it."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class DataConfig(_Section):
+    source: str = Field(
+        "builtin:world",
+        description="Winner-only training data: a folder with metadata.jsonl (file_name, caption), "
+        "a Pick-a-Pic style parquet file or folder of parquet files, an s3:// URI of either, or "
+        "'builtin:world' (the built-in synthetic world, generated on first use).",
+    )
+    format: Literal["auto", "folder", "pickapic"] = Field(
+        "auto", description="Source layout; 'auto' picks 'pickapic' for parquet, else 'folder'."
+    )
+    dvc_repo: str | None = Field(
+        None, description="Git repo (path or URL) whose DVC-tracked `source` path is read; None reads `source` directly."
+    )
+    dvc_rev: str | None = Field(None, description="Git revision of `dvc_repo` to read the data at (tag, branch, SHA).")
+    resolution: int = Field(32, ge=8, le=2048, description="Square training resolution in pixels (resize + center crop).")
+    random_flip: bool = Field(False, description="Horizontally flip winner and partner together with p=0.5 in training.")
+    caption_dropout: float = Field(
+        0.2, ge=0.0, lt=1.0, description="Fraction of training captions replaced by '' (keeps CFG working); never when sampling."
+    )
+    max_rows: int | None = Field(None, ge=1, description="Keep at most this many valid rows (in source order); None keeps all.")
+    shard_size: int = Field(1024, ge=1, description="Rows per precomputed latent shard written by prepare_data.")
+    max_caption_tokens: int = Field(77, ge=4, le=512, description="Tokenizer max length (text embeddings are padded to it).")
+
+
+class ModelConfig(_Section):
+    pretrained: str = Field(
+        "builtin:world-base",
+        description="Base model θ_0: a diffusers-format folder (unet/, scheduler/, text_encoder/, tokenizer/, optional vae/), "
+        "an s3:// URI of one, 'builtin:world-base' (shipped weights) or 'builtin:tiny-random' (random test model).",
+    )
+    trainable: Literal["full", "motion"] = Field(
+        "full", description="Which UNet parameters train: all, or only AnimateDiff motion modules (video)."
+    )
+
+
+class TrainConfig(_Section):
+    method: Method = Field("seppo", description="sft | dpo (Diffusion-DPO, paired data) | spin (SPIN-Diffusion) | seppo.")
+    beta: float = Field(
+        2000.0, gt=0, description="β: literal coefficient on the mean-MSE difference (official DPO beta_dpo=5000 is β=2500)."
+    )
+    criterion: Criterion = Field(
+        "sign", description="Anchor criterion when the reference fits the winner better: sign (s=-1), indicator (s=0), "
+        "sft_mse (MSE on the winner), none (always s=+1)."
+    )
+    n_rounds: int = Field(3, ge=1, le=1000, description="K: number of rounds; the bank holds θ_0..θ_K at the end.")
+    updates_per_round: int = Field(30, ge=1, description="U: optimizer updates per round (paper: 30).")
+    batch_size: int = Field(4, ge=1, description="Pairs per micro-batch per process.")
+    grad_accum: int = Field(1, ge=1, description="Micro-batches accumulated per update; effective batch = batch_size·grad_accum·processes.")
+    lr: float = Field(1e-4, gt=0, le=1.0, description="Peak learning rate of AdamW (constant after warmup).")
+    warmup_steps: int = Field(0, ge=0, description="Linear LR warmup, in optimizer updates (counted over the whole run).")
+    adam_beta1: float = Field(0.9, ge=0, lt=1)
+    adam_beta2: float = Field(0.999, ge=0, lt=1)
+    weight_decay: float = Field(1e-2, ge=0, description="AdamW decoupled weight decay.")
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradient-norm clip threshold.")
+    mixed_precision: Literal["no", "bf16", "fp16"] = Field("no", description="Autocast precision; master weights stay fp32.")
+    seed: int = Field(0, ge=0, description="Run seed: data order, noise, timesteps, reference draws and sample seeds derive from it.")
+    gradient_checkpointing: bool = Field(False, description="Recompute UNet activations in backward (less memory, ~30% slower).")
+
+
+class BankConfig(_Section):
+    uri: str = Field("seppo-runs/bank", description="Checkpoint bank root: local path or s3://bucket/prefix.")
+    run_id: str = Field("auto", description="Bank run id; 'auto' = '<name>-<config hash[:10]>' so reruns resume.")
+    reference: ReferenceStrategy | None = Field(
+        None, description="Reference choice from θ_0..θ_{k-1}: uniform (SePPO), latest (SPIN), initial (DITTO). "
+        "None = the method's own (seppo: uniform, spin: latest, dpo: initial)."
+    )
+    reference_resample: Literal["round", "step"] = Field(
+        "round", description="Draw the reference once per round or once per update (from the bank at round start)."
+    )
+    cache_dir: str = Field("seppo-runs/cache", description="Local cache of downloaded checkpoints.")
+
+
+class SamplingConfig(_Section):
+    scheduler: Literal["ddim", "ddpm", "euler", "dpmsolver"] = Field("ddim", description="Sampler for reference samples.")
+    num_inference_steps: int = Field(20, ge=1, le=1000, description="Sampler steps.")
+    guidance_scale: float = Field(7.5, ge=0, description="Classifier-free guidance w (1 = no guidance).")
+    eta: float = Field(0.0, ge=0, le=1, description="DDIM η (0 = deterministic).")
+    batch_size: int = Field(16, ge=1, description="Samples per sampler forward batch.")
+    n_shards: int = Field(1, ge=1, le=1024, description="Workers the round's reference samples are split over.")
+    decode_roundtrip: bool = Field(False, description="Decode reference latents with the VAE and re-encode (paper: off).")
+
+
+class EvalConfig(_Section):
+    prompts: str = Field("builtin:world-test", description="Prompt set: file (txt/jsonl/parquet/tsv/json) or builtin:world-test.")
+    max_prompts: int | None = Field(64, ge=1, description="Use at most this many prompts (None = all).")
+    images_per_prompt: int = Field(1, ge=1, description="Samples per prompt.")
+    seed: int = Field(1234, ge=0, description="Base seed of evaluation samples (same for candidate and champion).")
+    scorers: list[str] = Field(["world"], description="Scorers: world, pickscore, clip, aesthetic, hpsv2, imagereward.")
+    scorer_paths: dict[str, str] = Field({}, description="Local/S3 weight locations per scorer name.")
+    gate_metric: str = Field("world", description="Metric whose mean decides promotion.")
+    bootstrap: int = Field(1000, ge=100, description="Bootstrap resamples for win-rate confidence intervals.")
+
+
+class StorageConfig(_Section):
+    s3_endpoint_url: str | None = Field(None, description="S3 endpoint (MinIO: http://minio:9000); None = AWS. Env AWS_ENDPOINT_URL also works.")
+    s3_region: str | None = Field(None, description="S3 region; None = from the environment.")
+    s3_addressing_style: Literal["auto", "path", "virtual"] = Field("auto", description="S3 addressing (MinIO: path).")
+    s3_max_attempts: int = Field(8, ge=1, le=50, description="botocore retry attempts (adaptive mode).")
+
+
+class TrackingConfig(_Section):
+    mlflow_uri: str | None = Field(None, description="MLflow tracking URI; None = sqlite:///<workdir>/mlflow.db.")
+    experiment: str = Field("seppo", description="MLflow experiment name.")
+    enabled: bool = Field(True, description="Log to MLflow at all.")
+
+
+class RegistryConfig(_Section):
+    model_name: str | None = Field(None, description="Registered model name; None = 'seppo-<config name>'.")
+    gate_direction: Literal["higher", "lower"] = Field("higher", description="Which direction of gate_metric is better.")
+    min_margin: float = Field(0.0, ge=0, description="Candidate must beat the champion by at least this (metric units).")
+
+
+class SeppoConfig(_Section):
+    name: str = Field("seppo", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", description="Config name (run and model names).")
+    workdir: str = Field("seppo-runs", description="Local working directory for data, reports and the default MLflow db.")
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    bank: BankConfig = BankConfig()
+    sampling: SamplingConfig = SamplingConfig()
+    eval: EvalConfig = EvalConfig()
+    storage: StorageConfig = StorageConfig()
+    tracking: TrackingConfig = TrackingConfig()
+    registry: RegistryConfig = RegistryConfig()
+
+    @model_validator(mode="after")
+    def _check_method_reference(self) -> SeppoConfig:
+        required = {"spin": "latest", "dpo": "initial"}.get(self.train.method)
+        if required and self.bank.reference not in (None, required):
+            raise ValueError(
+                f"train.method={self.train.method} uses the '{required}' reference; "
+                f"bank.reference={self.bank.reference} contradicts it (leave it unset or set '{required}')"
+            )
+        if self.train.method == "sft" and self.bank.reference is not None:
+            raise ValueError("train.method=sft uses no reference model; leave bank.reference unset")
+        return self
+
+    # ---- derived values -------------------------------------------------
+    @property
+    def reference_strategy(self) -> ReferenceStrategy | None:
+        """The reference strategy actually used (None for sft)."""
+        if self.train.method == "sft":
+            return None
+        default = {"seppo": "uniform", "spin": "latest", "dpo": "initial"}[self.train.method]
+        return self.bank.reference or default  # type: ignore[return-value]
+
+    @property
+    def effective_batch(self) -> int:
+        return self.train.batch_size * self.train.grad_accum
+
+    @property
+    def samples_per_round(self) -> int:
+        return self.effective_batch * self.train.updates_per_round
+
+    def config_hash(self) -> str:
+        """sha256 of the canonical JSON of the resolved config (stable across processes)."""
+        return hashlib.sha256(self.to_json().encode()).hexdigest()
+
+    @property
+    def run_id(self) -> str:
+        return self.bank.run_id if self.bank.run_id != "auto" else f"{self.name}-{self.config_hash()[:10]}"
+
+    def to_json(self) -> str:
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> SeppoConfig:
+        return _validate(json.loads(text), "config JSON")
+
+
+# ---- loading -------------------------------------------------------------------
+
+
+def _format_error(err: ValidationError, origin: str) -> str:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"]) or "<root>"
+    msg = first["msg"]
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key (check spelling; see `seppo config --help` for the fields)"
+    elif first["type"] == "literal_error":
+        msg = f"{msg}, got {first.get('input')!r}"
+    elif "input" in first and not isinstance(first["input"], dict):
+        msg = f"{msg}, got {first['input']!r}"
+    more = f" (+{len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
+    return f"invalid config ({origin}): {loc}: {msg}{more}"
+
+
+def _validate(data: dict[str, Any], origin: str) -> SeppoConfig:
+    try:
+        return SeppoConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_error(err, origin)) from None
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`a.b=value` -> (['a', 'b'], value parsed as a YAML scalar)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like section.key=value")
+    key, raw = text.split("=", 1)
+    if not key or any(not p for p in key.split(".")):
+        raise ConfigError(f"override {text!r} has an empty key part")
+    return key.split("."), yaml.safe_load(raw) if raw != "" else ""
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    out = json.loads(json.dumps(data))
+    for text in overrides:
+        path, value = parse_override(text)
+        node = out
+        for part in path[:-1]:
+            nxt = node.setdefault(part, {})
+            if not isinstance(nxt, dict):
+                raise ConfigError(f"override {text!r}: {part} is not a section")
+            node = nxt
+        node[path[-1]] = value
+    return out
+
+
+def resolve_preset(name_or_path: str) -> Path:
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    preset = PRESET_DIR / f"{name_or_path}.yaml"
+    if preset.is_file():
+        return preset
+    known = ", ".join(sorted(p.stem for p in PRESET_DIR.glob("*.yaml")))
+    raise ConfigError(f"config {name_or_path!r} is neither a file nor a preset (presets: {known})")
+
+
+def load_config(name_or_path: str | None = None, overrides: list[str] | None = None) -> SeppoConfig:
+    """Load a YAML preset/file (or the defaults when None) and apply `a.b=value` overrides."""
+    data: dict[str, Any] = {}
+    origin = "defaults"
+    if name_or_path:
+        path = resolve_preset(name_or_path)
+        origin = str(path)
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML: {str(err).splitlines()[0]}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: top level must be a mapping of sections")
+        data = loaded
+    return _validate(apply_overrides(data, overrides or []), origin)
