@@ -78,7 +78,8 @@ class TrainConfig(_Section):
     n_rounds: int = Field(3, ge=1, le=1000, description="K: number of rounds; the bank holds θ_0..θ_K at the end.")
     updates_per_round: int = Field(30, ge=1, description="U: optimizer updates per round (paper: 30).")
     batch_size: int = Field(4, ge=1, description="Pairs per micro-batch per process.")
-    grad_accum: int = Field(1, ge=1, description="Micro-batches accumulated per update; effective batch = batch_size·grad_accum·processes.")
+    grad_accum: int = Field(1, ge=1, description="Micro-batches accumulated per update; effective batch = batch_size·grad_accum·num_processes.")
+    num_processes: int = Field(1, ge=1, le=4096, description="Data-parallel training processes (GPUs); must match the accelerate launch.")
     lr: float = Field(1e-4, gt=0, le=1.0, description="Peak learning rate of AdamW (constant after warmup).")
     warmup_steps: int = Field(0, ge=0, description="Linear LR warmup, in optimizer updates (counted over the whole run).")
     adam_beta1: float = Field(0.9, ge=0, lt=1)
@@ -179,7 +180,7 @@ class SeppoConfig(_Section):
 
     @property
     def effective_batch(self) -> int:
-        return self.train.batch_size * self.train.grad_accum
+        return self.train.batch_size * self.train.grad_accum * self.train.num_processes
 
     @property
     def samples_per_round(self) -> int:

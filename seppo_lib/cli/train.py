@@ -1,0 +1,96 @@
+"""`seppo prepare | sample | train`: the library steps, in-process."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from seppo_lib.config import SeppoConfig, load_config
+
+
+def add_config_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config", "-c", default=None,
+        help="preset name (pipelines/configs/<name>.yaml) or YAML file; default: the built-in defaults",
+    )
+    parser.add_argument(
+        "overrides", nargs="*", metavar="a.b=value",
+        help="config overrides, e.g. train.beta=2500 train.method=spin (values parsed as YAML)",
+    )
+
+
+def config_from(args: argparse.Namespace) -> SeppoConfig:
+    return load_config(args.config, args.overrides)
+
+
+def _prepare(args: argparse.Namespace) -> int:
+    from seppo_lib.steps import prepare_data
+    from seppo_lib.steps.common import run_dir
+
+    cfg = config_from(args)
+    out = Path(args.output) if args.output else run_dir(cfg) / "data"
+    meta = prepare_data.run(cfg, out)
+    print(f"prepared {meta['rows']} rows -> {out}  ({meta['report']['dropped'] or 'no bad rows'})")
+    return 0
+
+
+def _sample(args: argparse.Namespace) -> int:
+    from seppo_lib.orchestrate import round_dir
+    from seppo_lib.steps import sample_reference
+    from seppo_lib.steps.common import run_dir
+
+    cfg = config_from(args)
+    out = Path(args.output) if args.output else round_dir(cfg, args.round) / f"refs-{args.shard:03d}"
+    meta = sample_reference.run(cfg, args.data or run_dir(cfg) / "data", args.round, out, args.shard, args.n_shards)
+    print(json.dumps(meta))
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from seppo_lib.orchestrate import run_rounds
+    from seppo_lib.tracking import InMemoryLogger
+
+    cfg = config_from(args)
+    run_logger = InMemoryLogger()
+    if args.mlflow:
+        from seppo_lib.tracking.mlflow_logger import open_step_logger
+
+        run_logger = open_step_logger(cfg, "train")
+    summary = run_rounds(cfg, run_logger, last=args.rounds)
+    for r in summary.rounds:
+        m = r["metrics"]
+        status = "already committed" if r["skipped"] else f"loss {m.get('loss', float('nan')):.4f}"
+        print(f"round {r['round']}: {r['checkpoint']} ({status})")
+    print(f"run {summary.run_id}: bank {summary.bank_uri}, data {summary.data_dir}")
+    return 0
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("prepare", help="validate the data source and write latent shards; commit θ_0",
+                       description="Validate every row of data.source, count bad rows by reason, encode winners "
+                       "(and losers for dpo) to latent + text-embedding shards, and commit θ_0 to the bank.")
+    add_config_args(p)
+    p.add_argument("--output", "-o", help="dataset directory (default <workdir>/<run_id>/data)")
+    p.set_defaults(func=_prepare)
+
+    p = sub.add_parser("sample", help="generate one round's reference samples (one shard)",
+                       description="Pick the round's reference checkpoint(s) from the bank (seeded) and sample "
+                       "reference latents for this shard of the round's slots.")
+    add_config_args(p)
+    p.add_argument("--round", type=int, required=True, help="round k (1-based)")
+    p.add_argument("--shard", type=int, default=0, help="this worker's shard index")
+    p.add_argument("--n-shards", type=int, default=1, help="number of sampling workers")
+    p.add_argument("--data", help="prepared dataset directory")
+    p.add_argument("--output", "-o", help="output directory for the reference latents")
+    p.set_defaults(func=_sample)
+
+    p = sub.add_parser("train", help="run every round in-process (prepare, sample, train), resuming committed rounds",
+                       description="Run the whole SePPO training in this process: prepare data if needed, then for "
+                       "each round sample reference latents and train U updates, committing θ_k to the bank. "
+                       "Committed rounds are skipped, so rerunning resumes.",
+                       epilog="example: seppo train --config tiny train.method=spin")
+    add_config_args(p)
+    p.add_argument("--rounds", type=int, default=None, help="stop after this round (default: train.n_rounds)")
+    p.add_argument("--mlflow", action="store_true", help="log to MLflow (tracking.mlflow_uri or the local sqlite db)")
+    p.set_defaults(func=_train)

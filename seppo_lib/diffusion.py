@@ -1,0 +1,78 @@
+"""Diffusion training helpers: shared (t, eps) draws, targets and per-sample errors.
+
+Noise schedules always come from the diffusers scheduler (`add_noise`,
+`get_velocity`); nothing here re-implements one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class NoiseDraw:
+    """One (t, eps) draw per pair, shared by the winner and its partner."""
+
+    timesteps: Tensor  # (B,) long
+    noise: Tensor  # like the latents
+
+
+def draw_noise(latents: Tensor, num_train_timesteps: int, generator: torch.Generator) -> NoiseDraw:
+    """t ~ U{0..T-1} and eps ~ N(0, I), one per sample, from an explicit generator."""
+    b = latents.shape[0]
+    t = torch.randint(0, num_train_timesteps, (b,), generator=generator, device=generator.device)
+    eps = torch.randn(latents.shape, generator=generator, device=generator.device, dtype=latents.dtype)
+    return NoiseDraw(timesteps=t.to(latents.device), noise=eps.to(latents.device))
+
+
+def training_target(scheduler, x0: Tensor, noise: Tensor, timesteps: Tensor) -> Tensor:  # type: ignore[no-untyped-def]
+    """The regression target: eps (epsilon) or the scheduler's velocity (v_prediction)."""
+    kind = scheduler.config.prediction_type
+    if kind == "epsilon":
+        return noise
+    if kind == "v_prediction":
+        return scheduler.get_velocity(x0, noise, timesteps)
+    raise ValueError(f"unsupported prediction_type {kind!r}: seppo trains epsilon or v_prediction models")
+
+
+def per_sample_mse(pred: Tensor, target: Tensor) -> Tensor:
+    """Mean of (target - pred)^2 over every non-batch dim (4-D images, 5-D video)."""
+    return (target.float() - pred.float()).pow(2).flatten(1).mean(dim=1)
+
+
+@dataclass(frozen=True)
+class PairBatch:
+    """A batch of pairs in one tensor: rows [0, B) winners, [B, 2B) partners."""
+
+    noisy: Tensor  # (2B, ...)
+    timesteps: Tensor  # (2B,)
+    target: Tensor  # (2B, ...)
+    cond: Tensor  # (2B, L, D)
+
+    @property
+    def half(self) -> int:
+        return self.noisy.shape[0] // 2
+
+
+def make_pair_batch(scheduler, x_w: Tensor, x_p: Tensor | None, cond: Tensor, draw: NoiseDraw) -> PairBatch:  # type: ignore[no-untyped-def]
+    """Noise winners (and partners, when given) with the SAME (t, eps) and stack them.
+
+    With `x_p=None` (SFT) the batch holds the winners only.
+    """
+    x0 = x_w if x_p is None else torch.cat([x_w, x_p])
+    reps = 1 if x_p is None else 2
+    t = draw.timesteps.repeat(reps)
+    eps = draw.noise.repeat(reps, *([1] * (draw.noise.dim() - 1)))
+    noisy = scheduler.add_noise(x0, eps, t)
+    target = training_target(scheduler, x0, eps, t)
+    c = cond.repeat(reps, *([1] * (cond.dim() - 1)))
+    return PairBatch(noisy=noisy, timesteps=t, target=target, cond=c)
+
+
+def model_errors(unet: torch.nn.Module, batch: PairBatch) -> Tensor:
+    """Per-sample errors of one batched forward over winners and partners."""
+    pred = unet(batch.noisy, batch.timesteps, encoder_hidden_states=batch.cond).sample
+    return per_sample_mse(pred, batch.target)

@@ -1,0 +1,76 @@
+"""Step prepare_data: validate the winner-only source, write latent shards, commit θ_0."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from seppo_lib.config import SeppoConfig
+from seppo_lib.data.prepare import dir_md5, write_dataset
+from seppo_lib.data.sources import ValidationReport, iter_rows
+from seppo_lib.errors import DataError
+from seppo_lib.models import load_model, resolve_model_dir
+from seppo_lib.steps.common import device, open_bank, run_dir
+
+logger = logging.getLogger(__name__)
+
+
+def materialize_source(cfg: SeppoConfig, scratch: Path) -> tuple[Path, dict[str, Any]]:
+    """A local path for `data.source` plus its provenance (md5, DVC rev)."""
+    source = cfg.data.source
+    if cfg.data.dvc_repo:
+        from seppo_lib.data.dvc_source import resolve_dvc_path
+
+        resolved = resolve_dvc_path(source, cfg.data.dvc_repo, cfg.data.dvc_rev, scratch / "dvc")
+        return Path(resolved.local_dir), {"source": source, "dvc_repo": resolved.repo, "dvc_rev": resolved.rev, "source_md5": resolved.md5}
+    if source == "builtin:world":
+        from seppo_lib.world.generate import generate_dataset
+
+        path = generate_dataset(scratch / "world-train", split="train", seed=0, paired=cfg.train.method == "dpo", size=cfg.data.resolution)
+    elif source.startswith("s3://"):
+        from seppo_lib.storage import open_store
+
+        path = scratch / "source"
+        open_store(source, cfg.storage).get_dir("", path)
+    else:
+        path = Path(source.removeprefix("file://"))
+    if not path.exists():
+        raise DataError(f"data source {source} does not exist (set data.source to a folder, parquet file, s3:// URI or builtin:world)")
+    md5 = dir_md5(path, exclude=()) if path.is_dir() else _file_md5(path)
+    return path, {"source": source, "dvc_repo": None, "dvc_rev": None, "source_md5": md5}
+
+
+def _file_md5(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.md5()
+    with path.open("rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+def run(cfg: SeppoConfig, output_dir: str | Path) -> dict[str, Any]:
+    """Write the prepared dataset to `output_dir`; returns its dataset.json contents."""
+    scratch = run_dir(cfg) / "source"
+    path, provenance = materialize_source(cfg, scratch)
+    model = load_model(cfg.model.pretrained, cfg.bank.cache_dir).to(device())
+    report = ValidationReport()
+    rows = iter_rows(path, cfg.data.format, report)
+    meta = write_dataset(
+        rows,
+        report,
+        model,
+        output_dir,
+        resolution=cfg.data.resolution,
+        max_tokens=cfg.data.max_caption_tokens,
+        shard_size=cfg.data.shard_size,
+        max_rows=cfg.data.max_rows,
+        paired=cfg.train.method == "dpo",
+        extra_meta={**provenance, "config_hash": cfg.config_hash(), "model": cfg.model.pretrained},
+    )
+    bank = open_bank(cfg, require_initial=False)
+    bank.ensure_initial(resolve_model_dir(cfg.model.pretrained, cfg.bank.cache_dir))
+    meta["bank_uri"] = bank.uri
+    return meta

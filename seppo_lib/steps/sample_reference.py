@@ -1,0 +1,63 @@
+"""Step sample_reference: the round's reference samples for one shard of its slots."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from seppo_lib.config import SeppoConfig
+from seppo_lib.data.shards import LatentDataset
+from seppo_lib.models import load_unet
+from seppo_lib.sampling import sample_latents, sample_seed
+from seppo_lib.steps.common import device, open_bank
+from seppo_lib.training.references import plan_round, shard_slots, write_references
+
+logger = logging.getLogger(__name__)
+
+
+def run(cfg: SeppoConfig, data_dir: str | Path, round_idx: int, output_dir: str | Path, shard: int = 0, n_shards: int = 1) -> dict[str, Any]:
+    """Sample reference latents for this shard's slots of round `round_idx`.
+
+    Each checkpoint in the round's schedule is loaded once; each slot's noise comes from
+    sample_seed(seed, round, slot), so the result does not depend on shard or batch size.
+    """
+    bank = open_bank(cfg)
+    dataset = LatentDataset(data_dir)
+    plan = plan_round(cfg, bank, round_idx, len(dataset))
+    if not plan.needs_samples:
+        logger.info("method %s uses no reference samples; nothing to do", cfg.train.method)
+        return {"round": round_idx, "shard": shard, "samples": 0, "ckpt_ids": []}
+    slots = shard_slots(len(plan.rows), shard, n_shards)
+    slot_refs = [plan.slot_ref(int(j)) for j in slots]
+    latents = torch.empty(len(slots), *dataset.latent_shape)
+    dev = device()
+    s = cfg.sampling
+    bar = tqdm(total=len(slots), desc=f"sample round {round_idx} shard {shard}/{n_shards}", unit="img", disable=None)
+    for ckpt_id in dict.fromkeys(slot_refs):
+        pick = [i for i, r in enumerate(slot_refs) if r == ckpt_id]
+        unet = load_unet(bank.fetch(ckpt_id) / "unet").to(dev).eval()
+        cond = dataset.get(plan.rows[slots[pick]]).text_emb
+        out = sample_latents(
+            unet,
+            plan.noise_scheduler.config,
+            cond,
+            dataset.uncond,
+            [sample_seed(cfg.train.seed, round_idx, int(slots[i])) for i in pick],
+            dataset.latent_shape,
+            scheduler=s.scheduler,
+            steps=s.num_inference_steps,
+            guidance_scale=s.guidance_scale,
+            eta=s.eta,
+            batch_size=s.batch_size,
+            on_batch=bar.update,
+        )
+        latents[pick] = out
+    bar.close()
+    write_references(output_dir, round_idx, slots, latents, slot_refs)
+    used = sorted(set(slot_refs))
+    logger.info("round %d shard %d: %d reference samples from %s", round_idx, shard, len(slots), ", ".join(used))
+    return {"round": round_idx, "shard": shard, "samples": len(slots), "ckpt_ids": used}

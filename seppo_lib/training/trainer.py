@@ -1,0 +1,229 @@
+"""One training round: U optimizer updates on (winner, partner) pairs, then a bank commit.
+
+Methods share one loop (ALGORITHM.md): `sft` uses winners only; `dpo` pairs winners with
+the dataset's losers against the frozen θ_0; `spin` and `seppo` pair winners with
+reference samples from the bank (spin = latest reference, no anchor criterion).
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from seppo_lib.bank import BankEntry, CheckpointBank, checkpoint_id
+from seppo_lib.config import ConfigError, SeppoConfig
+from seppo_lib.data.shards import LatentDataset, round_indices
+from seppo_lib.errors import CheckpointError, DataError
+from seppo_lib.models import load_unet
+from seppo_lib.reference import round_rng
+from seppo_lib.tracking import NullLogger, RunLogger
+from seppo_lib.training.references import ReferenceSet, RoundPlan, plan_round
+from seppo_lib.training.state import load_training_state, save_training_state
+from seppo_lib.training.step import StepInputs, UpdateMetrics, compute_loss
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RoundResult:
+    entry: BankEntry
+    skipped: bool
+    metrics: list[dict[str, float]]
+
+
+def trainable_parameters(unet: torch.nn.Module, mode: str) -> list[torch.nn.Parameter]:
+    """Parameters that train: all, or only AnimateDiff motion modules."""
+    if mode == "full":
+        return list(unet.parameters())
+    params = [p for n, p in unet.named_parameters() if "motion_modules" in n]
+    if not params:
+        raise CheckpointError(f"model.trainable=motion but {type(unet).__name__} has no motion_modules")
+    return params
+
+
+def build_optimizer(cfg: SeppoConfig, params: list[torch.nn.Parameter]) -> tuple[torch.optim.Optimizer, object]:
+    from diffusers.optimization import get_scheduler
+
+    t = cfg.train
+    opt = torch.optim.AdamW(params, lr=t.lr, betas=(t.adam_beta1, t.adam_beta2), weight_decay=t.weight_decay)
+    sched = get_scheduler("constant_with_warmup", opt, num_warmup_steps=t.warmup_steps)
+    return opt, sched
+
+
+class ReferenceModel:
+    """A frozen UNet whose weights are swapped in place from bank checkpoints."""
+
+    def __init__(self, template_dir: Path, bank: CheckpointBank, device: torch.device) -> None:
+        self.unet = load_unet(template_dir).to(device).requires_grad_(False).eval()
+        self.bank = bank
+        self.current: str | None = None
+
+    def use(self, ckpt_id: str) -> torch.nn.Module:
+        if ckpt_id != self.current:
+            from safetensors.torch import load_file
+
+            weights = self.bank.fetch(ckpt_id) / "unet" / "diffusion_pytorch_model.safetensors"
+            self.unet.load_state_dict(load_file(str(weights)), strict=True)
+            self.current = ckpt_id
+        return self.unet
+
+
+def train_round(
+    cfg: SeppoConfig,
+    dataset: LatentDataset,
+    bank: CheckpointBank,
+    round_idx: int,
+    references: ReferenceSet | None,
+    run_logger: RunLogger | None = None,
+) -> RoundResult:
+    """Run round `round_idx` (1-based) and commit θ_round; idempotent if already committed."""
+    from accelerate import Accelerator
+
+    done = bank.entry_for_round(round_idx)
+    if done is not None:
+        logger.info("round %d already committed as %s; nothing to do", round_idx, done.id)
+        return RoundResult(done, skipped=True, metrics=[])
+    parent = bank.entry_for_round(round_idx - 1)
+    if parent is None:
+        raise CheckpointError(f"round {round_idx - 1} is not committed in {bank.uri}; run the rounds in order")
+    plan = plan_round(cfg, bank, round_idx, len(dataset))
+    if cfg.train.method == "dpo" and not dataset.paired:
+        raise DataError("train.method=dpo needs paired data (a loser per row); prepare a Pick-a-Pic parquet or a paired folder")
+    if plan.needs_samples:
+        if references is None:
+            raise DataError(f"round {round_idx} of method {cfg.train.method} needs reference samples; run sample_reference first")
+        references.check(plan)
+
+    accelerator = Accelerator(mixed_precision=cfg.train.mixed_precision, cpu=not torch.cuda.is_available())
+    if accelerator.num_processes != cfg.train.num_processes:
+        raise ConfigError(
+            f"train.num_processes={cfg.train.num_processes} but accelerate launched {accelerator.num_processes} processes; set them equal"
+        )
+    parent_dir = bank.fetch(parent.id)
+    unet = load_unet(parent_dir / "unet")
+    if cfg.train.gradient_checkpointing:
+        unet.enable_gradient_checkpointing()
+    unet.requires_grad_(False)
+    params = trainable_parameters(unet, cfg.model.trainable)
+    for p in params:
+        p.requires_grad_(True)
+    optimizer, lr_scheduler = build_optimizer(cfg, params)
+    progress = {"global_step": 0, "samples_seen": 0}
+    if (parent_dir / "state").is_dir():
+        progress = load_training_state(parent_dir / "state", optimizer, lr_scheduler)
+    expected_seen = (round_idx - 1) * cfg.samples_per_round
+    if progress["samples_seen"] != expected_seen:
+        raise CheckpointError(f"{parent.id} saw {progress['samples_seen']} samples, round {round_idx} expects {expected_seen}")
+    unet, optimizer = accelerator.prepare(unet, optimizer)
+    unet.train()
+    ref = ReferenceModel(parent_dir / "unet", bank, accelerator.device) if plan.ref_ids else None
+
+    metrics = _run_updates(cfg, accelerator, unet, optimizer, lr_scheduler, ref, dataset, plan, references, run_logger or NullLogger(), progress)
+    progress["samples_seen"] = expected_seen + cfg.samples_per_round
+    if accelerator.is_main_process:
+        _commit(accelerator.unwrap_model(unet), optimizer, lr_scheduler, bank, round_idx, progress, parent.id)
+    accelerator.wait_for_everyone()
+    entry = bank.entry_for_round(round_idx)
+    if entry is None:
+        raise CheckpointError(f"round {round_idx} finished but its checkpoint is not in {bank.uri}")
+    return RoundResult(entry, skipped=False, metrics=metrics)
+
+
+def _run_updates(
+    cfg: SeppoConfig,
+    accelerator,  # type: ignore[no-untyped-def]
+    unet: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    lr_scheduler,  # type: ignore[no-untyped-def]
+    ref: ReferenceModel | None,
+    dataset: LatentDataset,
+    plan: RoundPlan,
+    references: ReferenceSet | None,
+    run_logger: RunLogger,
+    progress: dict[str, int],
+) -> list[dict[str, float]]:
+    t = cfg.train
+    gen = torch.Generator().manual_seed(int(round_rng(t.seed, plan.round_idx, stream=2).integers(2**62)))
+    uncond = dataset.uncond
+    num_train_timesteps = int(plan.noise_scheduler.config.num_train_timesteps)
+    history = []
+    bar = tqdm(range(t.updates_per_round), desc=f"round {plan.round_idx} ({t.method})", unit="update", disable=None)
+    for u in bar:
+        ref_id = plan.ref_ids[u] if plan.ref_ids else None
+        ref_unet = ref.use(ref_id) if ref and ref_id else None
+        totals = UpdateMetrics.zeros()
+        for micro in range(t.grad_accum):
+            start = ((u * t.grad_accum + micro) * t.num_processes + accelerator.process_index) * t.batch_size
+            slots = np.arange(start, start + t.batch_size)
+            inputs = _step_inputs(cfg, dataset, plan, references, slots, uncond, gen, num_train_timesteps)
+            loss, m = compute_loss(cfg, plan.noise_scheduler, unet, ref_unet, inputs, accelerator.device)
+            accelerator.backward(loss / t.grad_accum)
+            totals = totals + m.scaled(1.0 / t.grad_accum)
+        grad_norm = accelerator.clip_grad_norm_(unet.parameters(), t.max_grad_norm)
+        optimizer.step()
+        lr_scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        progress["global_step"] += 1
+        row = totals.as_dict(cfg.train.method)
+        row.update(grad_norm=float(grad_norm), lr=float(lr_scheduler.get_last_lr()[0]), round=float(plan.round_idx))
+        if ref_id is not None:
+            row["ref_ckpt"] = float(plan.bank_ids.index(ref_id))
+        run_logger.log_metrics(row, step=progress["global_step"])
+        history.append(row)
+        bar.set_postfix(loss=f"{row['loss']:.4f}")
+    return history
+
+
+def _step_inputs(
+    cfg: SeppoConfig,
+    dataset: LatentDataset,
+    plan: RoundPlan,
+    references: ReferenceSet | None,
+    slots: np.ndarray,
+    uncond: torch.Tensor,
+    gen: torch.Generator,
+    num_train_timesteps: int,
+) -> StepInputs:
+    batch = dataset.get(plan.rows[slots])
+    x_w = batch.latents_w
+    partner = None
+    if cfg.train.method == "dpo":
+        partner = batch.latents_l
+    elif plan.needs_samples and references is not None:
+        partner = references.latents_for(slots)
+    drop = torch.rand(len(slots), generator=gen) < cfg.data.caption_dropout
+    cond = torch.where(drop[:, None, None], uncond.expand_as(batch.text_emb), batch.text_emb)
+    if cfg.data.random_flip:
+        flip = torch.rand(len(slots), generator=gen) < 0.5
+        x_w = torch.where(_bcast(flip, x_w), x_w.flip(-1), x_w)
+        if partner is not None:
+            partner = torch.where(_bcast(flip, partner), partner.flip(-1), partner)
+    timesteps = torch.randint(0, num_train_timesteps, (len(slots),), generator=gen)
+    noise = torch.randn(x_w.shape, generator=gen)
+    return StepInputs(x_w=x_w, x_p=partner, cond=cond, timesteps=timesteps, noise=noise)
+
+
+def _bcast(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return mask.view(-1, *([1] * (like.dim() - 1)))
+
+
+def _commit(
+    unet: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    lr_scheduler,  # type: ignore[no-untyped-def]
+    bank: CheckpointBank,
+    round_idx: int,
+    progress: dict[str, int],
+    parent_id: str,
+) -> BankEntry:
+    with tempfile.TemporaryDirectory() as tmp:
+        unet.save_pretrained(Path(tmp) / "unet", safe_serialization=True)
+        save_training_state(Path(tmp) / "state", optimizer, lr_scheduler, dict(progress))
+        step = progress["global_step"]
+        return bank.commit(tmp, checkpoint_id(step), round_idx=round_idx, step=step, parent=parent_id)

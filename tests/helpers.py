@@ -1,0 +1,56 @@
+"""Small builders shared by tests: image folders, parquet files, configs."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from seppo_lib.config import SeppoConfig, load_config
+
+COLOURS = {"red": (220, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 220), "yellow": (230, 220, 20)}
+
+
+def square_image(colour: str, size: int = 16, seed: int = 0) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    arr = np.zeros((size, size, 3), dtype=np.uint8) + 20
+    x, y = rng.integers(0, size // 2, 2)
+    arr[y : y + size // 2, x : x + size // 2] = COLOURS[colour]
+    return Image.fromarray(arr)
+
+
+def make_image_folder(root: Path, n: int = 16, paired: bool = False, size: int = 16) -> Path:
+    """A metadata.jsonl folder of n coloured squares ('a red square', ...)."""
+    root.mkdir(parents=True, exist_ok=True)
+    names = list(COLOURS)
+    with (root / "metadata.jsonl").open("w") as f:
+        for i in range(n):
+            colour = names[i % len(names)]
+            square_image(colour, size, i).save(root / f"{i:04d}.png")
+            rec = {"file_name": f"{i:04d}.png", "caption": f"a {colour} square"}
+            if paired:
+                wrong = names[(i + 1) % len(names)]
+                square_image(wrong, size, i).save(root / f"{i:04d}_l.png")
+                rec["loser_file_name"] = f"{i:04d}_l.png"
+            f.write(json.dumps(rec) + "\n")
+    return root
+
+
+def png_bytes(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def tiny_config(tmp: Path, data: Path, *overrides: str) -> SeppoConfig:
+    """The tiny preset pointed at tmp dirs and a local data folder."""
+    base = [
+        f"workdir={tmp / 'work'}",
+        f"bank.uri={tmp / 'bank'}",
+        f"bank.cache_dir={tmp / 'cache'}",
+        f"data.source={data}",
+    ]
+    return load_config("tiny", [*base, *overrides])
