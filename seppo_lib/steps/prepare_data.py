@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,8 @@ from seppo_lib.models import load_model, resolve_model_dir
 from seppo_lib.steps.common import device, open_bank, run_dir
 
 logger = logging.getLogger(__name__)
+
+WORLD_SIZE = 32  # native render size of the built-in world; preprocess resizes to data.resolution
 
 
 def materialize_source(cfg: SeppoConfig, scratch: Path) -> tuple[Path, dict[str, Any]]:
@@ -27,7 +30,10 @@ def materialize_source(cfg: SeppoConfig, scratch: Path) -> tuple[Path, dict[str,
     if source == "builtin:world":
         from seppo_lib.world.generate import generate_dataset
 
-        path = generate_dataset(scratch / "world-train", split="train", seed=0, paired=cfg.train.method == "dpo", size=cfg.data.resolution)
+        path = scratch / "world-train"
+        if not (path / "metadata.jsonl").is_file():
+            shutil.rmtree(path, ignore_errors=True)
+            generate_dataset(path, split="train", n=cfg.data.max_rows, seed=0, paired=cfg.train.method == "dpo", size=WORLD_SIZE)
     elif source.startswith("s3://"):
         from seppo_lib.storage import open_store
 

@@ -1,0 +1,52 @@
+"""Diffusion helpers: shared (t, eps), targets through the scheduler, per-sample errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from diffusers import DDPMScheduler
+
+from seppo_lib.diffusion import NoiseDraw, draw_noise, make_pair_batch, per_sample_mse, training_target
+
+
+def _sched(kind: str) -> DDPMScheduler:
+    return DDPMScheduler(num_train_timesteps=1000, prediction_type=kind)
+
+
+def test_pair_shares_t_and_eps() -> None:
+    sched = _sched("epsilon")
+    x_w, x_p = torch.randn(3, 4, 8, 8), torch.randn(3, 4, 8, 8)
+    draw = draw_noise(x_w, 1000, torch.Generator().manual_seed(0))
+    batch = make_pair_batch(sched, x_w, x_p, torch.randn(3, 5, 16), draw)
+    assert torch.equal(batch.timesteps[:3], batch.timesteps[3:])
+    assert torch.equal(batch.target[:3], batch.target[3:])  # eps target: same noise
+    assert torch.allclose(batch.noisy[:3], sched.add_noise(x_w, draw.noise, draw.timesteps))
+    assert torch.allclose(batch.noisy[3:], sched.add_noise(x_p, draw.noise, draw.timesteps))
+
+
+def test_v_prediction_target_uses_scheduler() -> None:
+    sched = _sched("v_prediction")
+    x0, eps, t = torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4), torch.tensor([10, 900])
+    assert torch.allclose(training_target(sched, x0, eps, t), sched.get_velocity(x0, eps, t))
+
+
+def test_unknown_prediction_type_raises() -> None:
+    with pytest.raises(ValueError, match="unsupported prediction_type 'sample'"):
+        training_target(_sched("sample"), torch.zeros(1, 1), torch.zeros(1, 1), torch.zeros(1, dtype=torch.long))
+
+
+def test_per_sample_mse_4d_and_5d() -> None:
+    """Sample 0 error 1 everywhere -> 1; sample 1 error 2 on half of the entries -> 4 * 0.5 = 2."""
+    for shape in [(2, 3, 4, 4), (2, 3, 5, 4, 4)]:
+        target = torch.zeros(shape)
+        pred = torch.zeros(shape)
+        pred[0] = 1.0
+        pred[1].view(-1)[: pred[1].numel() // 2] = 2.0
+        assert per_sample_mse(pred, target).tolist() == [1.0, 2.0]
+
+
+def test_draw_is_seeded() -> None:
+    x = torch.zeros(4, 3, 2, 2)
+    a = draw_noise(x, 1000, torch.Generator().manual_seed(5))
+    b = draw_noise(x, 1000, torch.Generator().manual_seed(5))
+    assert isinstance(a, NoiseDraw) and torch.equal(a.noise, b.noise) and torch.equal(a.timesteps, b.timesteps)
