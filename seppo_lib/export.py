@@ -37,3 +37,19 @@ def export_model(checkpoint_dir: str | Path, base_model: str, dest: str | Path, 
     shutil.rmtree(dest, ignore_errors=True)
     tmp.rename(dest)
     return dest
+
+
+def resolve_model_uri(cfg, uri: str) -> Path:  # type: ignore[no-untyped-def]
+    """A loadable model folder for `uri`: `bank:<ckpt_id>` (a checkpoint of this run's bank,
+    exported on its base model), or anything `load_model` accepts."""
+    from seppo_lib.steps.common import open_bank, run_dir
+
+    if uri.startswith("bank:"):
+        ckpt_id = uri[len("bank:"):]
+        ckpt_dir = open_bank(cfg).fetch(ckpt_id)
+        dest = run_dir(cfg) / "exports" / ckpt_id
+        if not (dest / "lineage.json").is_file():
+            lineage = {"bank_uri": open_bank(cfg).uri, "checkpoint": ckpt_id, "config_hash": cfg.config_hash()}
+            export_model(ckpt_dir, cfg.model.pretrained, dest, cfg.bank.cache_dir, lineage)
+        return dest
+    return resolve_model_dir(uri, cfg.bank.cache_dir)
