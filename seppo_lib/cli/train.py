@@ -66,6 +66,16 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_round(args: argparse.Namespace) -> int:
+    from seppo_lib.config import SeppoConfig
+    from seppo_lib.steps import train_round
+
+    cfg = SeppoConfig.from_json(args.config_json) if args.config_json else config_from(args)
+    result = train_round.run(cfg, args.data, args.round, args.refs or None)
+    print(json.dumps(result))
+    return 0
+
+
 def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("prepare", help="validate the data source and write latent shards; commit θ_0",
                        description="Validate every row of data.source, count bad rows by reason, encode winners "
@@ -94,3 +104,16 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
     p.add_argument("--rounds", type=int, default=None, help="stop after this round (default: train.n_rounds)")
     p.add_argument("--mlflow", action="store_true", help="log to MLflow (tracking.mlflow_uri or the local sqlite db)")
     p.set_defaults(func=_train)
+
+    p = sub.add_parser("train-round", help="train one round (for accelerate launch / PyTorchJob workers)",
+                       description="Train round K on a prepared dataset and its reference samples, then commit θ_K. "
+                       "Run it under `accelerate launch` (or a PyTorchJob) for multi-GPU / multi-node training; "
+                       "train.num_processes must equal the number of processes.",
+                       epilog="example: accelerate launch -m seppo_lib.cli train-round --config-json \"$CFG\" --round 2 "
+                       "--data /data/prepared --refs /data/round-2/refs-000 /data/round-2/refs-001")
+    add_config_args(p)
+    p.add_argument("--config-json", help="the resolved config as one JSON string (as pipeline components receive it)")
+    p.add_argument("--round", type=int, required=True, help="round k (1-based)")
+    p.add_argument("--data", required=True, help="prepared dataset directory")
+    p.add_argument("--refs", nargs="*", help="reference-sample directories of this round (spin/seppo)")
+    p.set_defaults(func=_train_round)

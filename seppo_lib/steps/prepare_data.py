@@ -25,6 +25,7 @@ def materialize_source(cfg: SeppoConfig, scratch: Path) -> tuple[Path, dict[str,
     if cfg.data.dvc_repo:
         from seppo_lib.data.dvc_source import resolve_dvc_path
 
+        shutil.rmtree(scratch / "dvc", ignore_errors=True)
         resolved = resolve_dvc_path(source, cfg.data.dvc_repo, cfg.data.dvc_rev, scratch / "dvc")
         return Path(resolved.local_dir), {"source": source, "dvc_repo": resolved.repo, "dvc_rev": resolved.rev, "source_md5": resolved.md5}
     if source == "builtin:world":
@@ -38,6 +39,7 @@ def materialize_source(cfg: SeppoConfig, scratch: Path) -> tuple[Path, dict[str,
         from seppo_lib.storage import open_store
 
         path = scratch / "source"
+        shutil.rmtree(path, ignore_errors=True)
         open_store(source, cfg.storage).get_dir("", path)
     else:
         path = Path(source.removeprefix("file://"))

@@ -57,7 +57,18 @@ def run(cfg: SeppoConfig, data_dir: str | Path, round_idx: int, output_dir: str 
         )
         latents[pick] = out
     bar.close()
+    if s.decode_roundtrip:
+        latents = _decode_roundtrip(cfg, latents, dev)
     write_references(output_dir, round_idx, slots, latents, slot_refs)
     used = sorted(set(slot_refs))
     logger.info("round %d shard %d: %d reference samples from %s", round_idx, shard, len(slots), ", ".join(used))
     return {"round": round_idx, "shard": shard, "samples": len(slots), "ckpt_ids": used}
+
+
+def _decode_roundtrip(cfg: SeppoConfig, latents: torch.Tensor, dev: torch.device) -> torch.Tensor:
+    """Decode reference latents to pixels and re-encode them (sampling.decode_roundtrip)."""
+    from seppo_lib.models import load_model
+
+    model = load_model(cfg.model.pretrained, cfg.bank.cache_dir, with_text=False).to(dev)
+    out = [model.encode_images(model.decode_latents(chunk.to(dev)) * 2 - 1).cpu() for chunk in latents.split(cfg.sampling.batch_size)]
+    return torch.cat(out) if out else latents

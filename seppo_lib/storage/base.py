@@ -83,7 +83,7 @@ class Store(abc.ABC):
     def get_dir(self, prefix: str, local_dir: str | Path) -> list[Path]:
         local_dir = Path(local_dir)
         out = []
-        prefix = prefix.rstrip("/") + "/"
+        prefix = _dir_prefix(prefix)
         for key in self.list(prefix):
             dest = local_dir / key[len(prefix):]
             self.get_file(key, dest)
@@ -91,13 +91,18 @@ class Store(abc.ABC):
         return out
 
     def delete_prefix(self, prefix: str) -> int:
-        keys = self.list(prefix.rstrip("/") + "/")
+        keys = self.list(_dir_prefix(prefix))
         for key in keys:
             self.delete(key)
         return len(keys)
 
     def describe(self, key: str) -> str:
         return join(self.uri, key)
+
+
+def _dir_prefix(prefix: str) -> str:
+    """'a/b' -> 'a/b/'; '' stays '' (the whole store)."""
+    return prefix.rstrip("/") + "/" if prefix.strip("/") else ""
 
 
 def join(*parts: str) -> str:

@@ -63,7 +63,8 @@ class LocalStore(Store):
         if not self.root.exists():
             return []
         keys = (p.relative_to(self.root).as_posix() for p in self.root.rglob("*") if p.is_file())
-        return sorted(k for k in keys if k.startswith(prefix) and ".part" not in Path(k).name[-5:])
+        # dot-files are this store's own temporaries (.<name>.part) and locks (.<name>.lock)
+        return sorted(k for k in keys if k.startswith(prefix) and not Path(k).name.startswith("."))
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)

@@ -1,0 +1,473 @@
+"""`RunLogger` on MLflow: one run tree per pipeline run, and a spool when the server is away.
+
+Every step opens its own `MlflowLogger` (separate processes under KFP). All steps of one
+pipeline run share a parent run, found or created by the tag `seppo.run_id`; each step is
+a child run (`mlflow.parentRunId`). Only `mlflow.MlflowClient` is used, never the fluent
+API, so several loggers coexist in one process.
+
+Tracking must never break training: when the server cannot be reached, calls are kept in
+memory and appended to a JSONL spool file, one WARNING names the URI and the file, and
+`close()` uploads the buffer if the server is back. Otherwise `replay_spool(file, uri)`
+(`seppo tracking replay FILE`) uploads it later.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
+
+from seppo_lib.errors import SeppoError
+from seppo_lib.tracking.base import flatten
+
+if TYPE_CHECKING:
+    from seppo_lib.config import SeppoConfig
+
+log = logging.getLogger(__name__)
+
+SEPPO_RUN_ID_TAG = "seppo.run_id"
+ROLE_TAG = "seppo.role"
+PARENT_TAG = "mlflow.parentRunId"
+MAX_PARAM_VALUE_CHARS = 6000  # MLflow's MAX_PARAM_VAL_LENGTH
+PROBE_TIMEOUT_S = 2.0
+# Applied around this module's own HTTP calls unless the user set them: a dead server is
+# detected in seconds instead of minutes of retries (training waits on these calls).
+_FAIL_FAST_ENV = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+}
+_ENV_LOCK = threading.RLock()
+
+
+class TrackingError(SeppoError):
+    """The tracking server is unreachable or refused a request; the message says what to do."""
+
+
+# ---- URIs, probing, lineage --------------------------------------------------------
+
+
+def resolve_tracking_uri(cfg: SeppoConfig) -> str:
+    """tracking.mlflow_uri, else env MLFLOW_TRACKING_URI, else sqlite:///<workdir>/mlflow.db."""
+    if cfg.tracking.mlflow_uri:
+        return cfg.tracking.mlflow_uri
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    workdir = Path(cfg.workdir).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{workdir / 'mlflow.db'}"
+
+
+def default_artifact_location(tracking_uri: str) -> str | None:
+    """Artifacts beside a local sqlite db (`<dir>/mlartifacts`); None lets the server decide."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    db = Path(tracking_uri[len("sqlite:///") :])
+    return (db.parent / "mlartifacts").resolve().as_uri()
+
+
+def probe(tracking_uri: str, timeout: float = PROBE_TIMEOUT_S) -> str | None:
+    """Why an http(s) tracking server cannot be reached, or None when it answers (or is not HTTP)."""
+    if not tracking_uri.startswith(("http://", "https://")):
+        return None
+    try:
+        with urllib.request.urlopen(f"{tracking_uri.rstrip('/')}/health", timeout=timeout):
+            return None
+    except urllib.error.HTTPError:
+        return None  # something answered; real requests report their own errors
+    except (urllib.error.URLError, OSError, ValueError) as err:
+        return str(getattr(err, "reason", err))
+
+
+def ensure_reachable(tracking_uri: str) -> None:
+    reason = probe(tracking_uri)
+    if reason is not None:
+        raise TrackingError(
+            f"MLflow at {tracking_uri} unreachable ({reason}); start the server or pass the right "
+            "--tracking-uri / MLFLOW_TRACKING_URI"
+        )
+
+
+@contextmanager
+def fail_fast(short_timeout: bool = True) -> Iterator[None]:
+    """One retry (and a 10 s timeout unless uploading artifacts) for MLflow HTTP calls in the block."""
+    keys = [k for k in _FAIL_FAST_ENV if short_timeout or k != "MLFLOW_HTTP_REQUEST_TIMEOUT"]
+    with _ENV_LOCK:
+        added = [key for key in keys if key not in os.environ]
+        for key in added:
+            os.environ[key] = _FAIL_FAST_ENV[key]
+        try:
+            yield
+        finally:
+            for key in added:
+                os.environ.pop(key, None)
+
+
+def discover_git_sha() -> str | None:
+    """env SEPPO_GIT_SHA, else `git rev-parse HEAD` of the source tree, else None."""
+    if os.environ.get("SEPPO_GIT_SHA"):
+        return os.environ["SEPPO_GIT_SHA"]
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
+            capture_output=True, text=True, timeout=5, check=True,
+        )  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def lineage_tags(
+    config_hash: str,
+    git_sha: str | None = None,
+    dvc_rev: str | None = None,
+    dvc_md5: str | None = None,
+    kfp_run_id: str | None = None,
+    bank_uri: str | None = None,
+    bank_run_id: str | None = None,
+) -> dict[str, str]:
+    """Tags that tie a run or model version to its code, data, config and pipeline run.
+
+    git SHA is discovered when not given; the KFP run id defaults to env KFP_RUN_ID.
+    Unknown values are left out rather than recorded as placeholders.
+    """
+    sha = git_sha or discover_git_sha()
+    values = {
+        "seppo.config_hash": config_hash,
+        "seppo.git_sha": sha,
+        "mlflow.source.git.commit": sha,
+        "seppo.dvc_rev": dvc_rev,
+        "seppo.dvc_md5": dvc_md5,
+        "seppo.kfp_run_id": kfp_run_id or os.environ.get("KFP_RUN_ID"),
+        "seppo.bank_uri": bank_uri,
+        "seppo.bank_run_id": bank_run_id,
+    }
+    return {key: str(value) for key, value in values.items() if value}
+
+
+def config_params(cfg: SeppoConfig) -> dict[str, Any]:
+    """The resolved config as flat MLflow params (`train.beta`, ...)."""
+    return flatten(cfg.model_dump(mode="json"))
+
+
+def _param_value(value: Any) -> str:
+    text = str(value)
+    return text if len(text) <= MAX_PARAM_VALUE_CHARS else text[: MAX_PARAM_VALUE_CHARS - 3] + "..."
+
+
+# ---- runs ------------------------------------------------------------------------
+
+
+def get_or_create_experiment(client: MlflowClient, name: str, tracking_uri: str) -> str:
+    exp = client.get_experiment_by_name(name)
+    if exp is None:
+        try:
+            return client.create_experiment(name, artifact_location=default_artifact_location(tracking_uri))
+        except MlflowException as err:  # created meanwhile by another step
+            exp = client.get_experiment_by_name(name)
+            if exp is None:
+                raise TrackingError(f"cannot create MLflow experiment {name!r} at {tracking_uri}: {err}") from None
+    if exp.lifecycle_stage == "deleted":
+        raise TrackingError(
+            f"MLflow experiment {name!r} is deleted; restore it (`mlflow experiments restore`) "
+            "or set tracking.experiment to another name"
+        )
+    return exp.experiment_id
+
+
+def _pipeline_runs(client: MlflowClient, experiment_id: str, seppo_run_id: str) -> list[Any]:
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`{SEPPO_RUN_ID_TAG}` = '{seppo_run_id}' and tags.`{ROLE_TAG}` = 'pipeline'",
+        max_results=50,
+    )
+    return sorted(runs, key=lambda run: (run.info.start_time, run.info.run_id))
+
+
+def find_or_create_parent(
+    client: MlflowClient, experiment_id: str, seppo_run_id: str, tags: dict[str, str] | None = None
+) -> str:
+    """The parent run tagged `seppo.run_id`; two processes racing to create it converge on the oldest."""
+    if "'" in seppo_run_id or "`" in seppo_run_id:
+        raise TrackingError(f"seppo run id {seppo_run_id!r} must not contain quotes")
+    found = _pipeline_runs(client, experiment_id, seppo_run_id)
+    if found:
+        return str(found[0].info.run_id)
+    run_tags = {**(tags or {}), SEPPO_RUN_ID_TAG: seppo_run_id, ROLE_TAG: "pipeline"}
+    mine = client.create_run(experiment_id, run_name=seppo_run_id, tags=run_tags).info.run_id
+    winner = str(_pipeline_runs(client, experiment_id, seppo_run_id)[0].info.run_id)
+    if winner != mine:
+        client.delete_run(mine)
+    return winner
+
+
+def _start_run(
+    client: MlflowClient, tracking_uri: str, spec: dict[str, Any], must_exist: bool = True
+) -> tuple[str, str | None]:
+    """Create the run described by an 'open' record, or reopen spec['run_id'].
+
+    A missing spec['run_id'] is an error when `must_exist`, else a new run is created.
+    """
+    if spec.get("run_id"):
+        try:
+            run = client.get_run(spec["run_id"])
+        except MlflowException as err:
+            if err.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise
+            if must_exist:
+                raise TrackingError(
+                    f"MLflow run {spec['run_id']} does not exist at {tracking_uri}; pass an existing run id or none"
+                ) from None
+            run = None
+        if run is not None:
+            client.update_run(run.info.run_id, status="RUNNING")
+            return run.info.run_id, run.data.tags.get(PARENT_TAG)
+    exp_id = get_or_create_experiment(client, spec["experiment"], tracking_uri)
+    tags = dict(spec.get("tags") or {})
+    parent = spec.get("parent_run_id")
+    if spec.get("seppo_run_id"):
+        tags[SEPPO_RUN_ID_TAG] = spec["seppo_run_id"]
+        parent = parent or find_or_create_parent(client, exp_id, spec["seppo_run_id"], spec.get("parent_tags"))
+    if parent:
+        tags[PARENT_TAG] = parent
+    tags.setdefault(ROLE_TAG, "step")
+    run = client.create_run(exp_id, run_name=spec["run_name"], tags=tags)
+    return run.info.run_id, parent
+
+
+def _apply(client: MlflowClient, run_id: str, record: dict[str, Any]) -> None:
+    kind = record["kind"]
+    if kind == "params":
+        client.log_batch(run_id, params=[Param(k, v) for k, v in record["params"].items()])
+    elif kind == "metrics":
+        ts, step = record["timestamp"], record["step"]
+        client.log_batch(run_id, metrics=[Metric(k, v, ts, step) for k, v in record["metrics"].items()])
+    elif kind == "tags":
+        client.log_batch(run_id, tags=[RunTag(k, v) for k, v in record["tags"].items()])
+    elif kind == "artifact":
+        path = Path(record["path"])
+        if not path.exists():
+            log.warning("artifact %s no longer exists; not uploaded to run %s", path, run_id)
+        elif path.is_dir():
+            client.log_artifacts(run_id, str(path), record["artifact_path"])
+        else:
+            client.log_artifact(run_id, str(path), record["artifact_path"])
+    elif kind == "end":
+        client.set_terminated(run_id, record["status"])
+    else:
+        raise TrackingError(f"unknown spool record kind {kind!r}")
+
+
+def _upload(tracking_uri: str, spec: dict[str, Any], records: list[dict[str, Any]]) -> str:
+    """Create/reopen the spooled run and apply its records; a run whose spool has no 'end'
+    record (the step died) is ended as KILLED so it does not stay RUNNING forever."""
+    client = MlflowClient(tracking_uri)
+    with fail_fast(short_timeout=False):
+        run_id, _ = _start_run(client, tracking_uri, spec, must_exist=False)
+        for record in records:
+            _apply(client, run_id, record)
+        if not any(record["kind"] == "end" for record in records):
+            client.set_terminated(run_id, "KILLED")
+    return run_id
+
+
+def replay_spool(path: str | Path, tracking_uri: str) -> str:
+    """Upload a spool file written while the server was unreachable; returns the MLflow run id.
+
+    The file is renamed to `<file>.replayed` afterwards so it is not uploaded twice.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"spool file {path} does not exist")
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    try:
+        records = [json.loads(line) for line in lines]
+    except json.JSONDecodeError as err:
+        raise TrackingError(f"{path}: line {err.lineno} is not JSON; is this a seppo spool file?") from None
+    if not records or records[0].get("kind") != "open":
+        raise TrackingError(f"{path} is not a seppo MLflow spool (its first line must be an 'open' record)")
+    ensure_reachable(tracking_uri)
+    try:
+        run_id = _upload(tracking_uri, records[0], records[1:])
+    except MlflowException as err:
+        raise TrackingError(f"replaying {path} to {tracking_uri} failed: {err.message}") from None
+    path.rename(path.with_name(path.name + ".replayed"))
+    log.info("replayed %d records from %s into MLflow run %s", len(records) - 1, path, run_id)
+    return run_id
+
+
+# ---- the logger --------------------------------------------------------------------
+
+
+def _default_spool(run_name: str) -> Path:
+    root = Path(os.environ.get("SEPPO_SPOOL_DIR") or tempfile.gettempdir()) / "seppo-mlflow-spool"
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in run_name)
+    return root / f"{safe}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}.jsonl"
+
+
+class MlflowLogger:
+    """A `RunLogger` writing to one MLflow run; use `MlflowLogger.open(...)`."""
+
+    def __init__(self, tracking_uri: str, spec: dict[str, Any], spool_path: Path) -> None:
+        self.tracking_uri = tracking_uri
+        self.client = MlflowClient(tracking_uri)
+        self.spec = spec
+        self.spool_path = spool_path
+        self.run_id: str | None = None
+        self.parent_run_id: str | None = None
+        self.pending: list[dict[str, Any]] = []  # records not yet on the server
+        self._online = False
+        self._warned = False
+        self._closed = False
+
+    @classmethod
+    def open(
+        cls,
+        tracking_uri: str,
+        experiment: str,
+        run_name: str,
+        parent_run_id: str | None = None,
+        run_id: str | None = None,
+        tags: dict[str, str] | None = None,
+        *,
+        seppo_run_id: str | None = None,
+        parent_tags: dict[str, str] | None = None,
+        spool_path: str | Path | None = None,
+    ) -> MlflowLogger:
+        """Start a run (or reopen `run_id`) under `parent_run_id`, or under the parent tagged
+        `seppo.run_id=<seppo_run_id>` (created with `parent_tags` if missing).
+
+        Never raises for an unreachable server: the logger then spools (see module doc).
+        Raises TrackingError for an unknown `run_id` or a deleted experiment.
+        """
+        spec = {
+            "kind": "open", "experiment": experiment, "run_name": run_name, "run_id": run_id,
+            "parent_run_id": parent_run_id, "seppo_run_id": seppo_run_id,
+            "tags": dict(tags or {}), "parent_tags": dict(parent_tags or {}),
+        }  # fmt: skip
+        logger = cls(tracking_uri, spec, Path(spool_path) if spool_path else _default_spool(run_name))
+        reason = probe(tracking_uri)
+        if reason is not None:
+            logger._go_offline(reason)
+            return logger
+        try:
+            with fail_fast():
+                logger.run_id, logger.parent_run_id = _start_run(logger.client, tracking_uri, spec)
+        except TrackingError:
+            raise
+        except Exception as err:  # noqa: BLE001 - tracking must never break training
+            logger._go_offline(str(err).splitlines()[0] if str(err) else type(err).__name__)
+            return logger
+        logger.spec["run_id"] = logger.run_id
+        logger._online = True
+        return logger
+
+    @property
+    def online(self) -> bool:
+        return self._online
+
+    # ---- RunLogger ------------------------------------------------------------
+    def log_params(self, params: dict[str, Any]) -> None:
+        flat = flatten(params)
+        self._record({"kind": "params", "params": {k: _param_value(v) for k, v in flat.items()}})
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        values = {k: float(v) for k, v in metrics.items()}
+        self._record({"kind": "metrics", "metrics": values, "step": int(step), "timestamp": int(time.time() * 1000)})
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        self._record({"kind": "tags", "tags": {k: str(v) for k, v in tags.items()}})
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        self._record({"kind": "artifact", "path": str(Path(path).resolve()), "artifact_path": artifact_path})
+
+    # ---- lifecycle ------------------------------------------------------------
+    def close(self, status: str = "FINISHED", end_parent: bool = False) -> None:
+        """End the run (FINISHED/FAILED/KILLED); `end_parent` also ends the pipeline's parent run."""
+        if self._closed:
+            return
+        self._closed = True
+        self._record({"kind": "end", "status": status})
+        if end_parent and self.parent_run_id and self._online:
+            try:
+                with fail_fast():
+                    self.client.set_terminated(self.parent_run_id, status)
+            except Exception as err:  # noqa: BLE001 - tracking must never break training
+                log.warning("cannot end MLflow parent run %s: %s", self.parent_run_id, err)
+        if not self._online and self.pending:
+            self._flush_offline()
+
+    def __enter__(self) -> MlflowLogger:
+        return self
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        self.close("FAILED" if exc_type else "FINISHED")
+
+    # ---- internals ------------------------------------------------------------
+    def _record(self, record: dict[str, Any]) -> None:
+        if self._online:
+            try:
+                with fail_fast(short_timeout=record["kind"] != "artifact"):
+                    _apply(self.client, str(self.run_id), record)
+                return
+            except Exception as err:  # noqa: BLE001 - tracking must never break training
+                reason = probe(self.tracking_uri) if self.tracking_uri.startswith("http") else str(err)
+                if reason is None:
+                    log.warning("MLflow at %s rejected %s for run %s: %s", self.tracking_uri, record["kind"], self.run_id, err)
+                    return
+                self._go_offline(reason)
+        self._spool(record)
+
+    def _go_offline(self, reason: str) -> None:
+        self._online = False
+        if not self._warned:
+            self._warned = True
+            log.warning(
+                "MLflow at %s unreachable (%s): metrics spooled to %s; rerun the step or "
+                "`seppo tracking replay %s` to upload",
+                self.tracking_uri, reason, self.spool_path, self.spool_path,
+            )  # fmt: skip
+
+    def _spool(self, record: dict[str, Any]) -> None:
+        self.pending.append(record)
+        try:
+            self.spool_path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.spool_path, "a", encoding="utf-8") as f:
+                if f.tell() == 0:
+                    f.write(json.dumps(self.spec) + "\n")
+                f.write(json.dumps(record) + "\n")
+        except OSError as err:
+            log.warning(
+                "cannot write MLflow spool %s (%s); %d records kept in memory only", self.spool_path, err, len(self.pending)
+            )
+
+    def _flush_offline(self) -> None:
+        """At close: upload what was spooled if the server is back; else keep the spool."""
+        if probe(self.tracking_uri) is not None:
+            return
+        try:
+            self.run_id = _upload(self.tracking_uri, self.spec, self.pending)
+        except Exception as err:  # noqa: BLE001 - tracking must never break training
+            log.warning(
+                "MLflow upload of %s failed (%s); run `seppo tracking replay %s` later", self.spool_path, err, self.spool_path
+            )
+            return
+        self.pending.clear()
+        if self.spool_path.exists():
+            self.spool_path.rename(self.spool_path.with_name(self.spool_path.name + ".replayed"))
+        log.info("MLflow at %s is back: spooled records uploaded to run %s", self.tracking_uri, self.run_id)
