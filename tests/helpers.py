@@ -52,5 +52,6 @@ def tiny_config(tmp: Path, data: Path, *overrides: str) -> SeppoConfig:
         f"bank.uri={tmp / 'bank'}",
         f"bank.cache_dir={tmp / 'cache'}",
         f"data.source={data}",
+        "tracking.enabled=false",
     ]
     return load_config("tiny", [*base, *overrides])

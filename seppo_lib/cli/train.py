@@ -49,15 +49,9 @@ def _sample(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     from seppo_lib.orchestrate import run_rounds
-    from seppo_lib.tracking import InMemoryLogger
 
     cfg = config_from(args)
-    run_logger = InMemoryLogger()
-    if args.mlflow:
-        from seppo_lib.tracking.mlflow_logger import open_step_logger
-
-        run_logger = open_step_logger(cfg, "train")
-    summary = run_rounds(cfg, run_logger, last=args.rounds)
+    summary = run_rounds(cfg, last=args.rounds)
     for r in summary.rounds:
         m = r["metrics"]
         status = "already committed" if r["skipped"] else f"loss {m.get('loss', float('nan')):.4f}"
@@ -98,11 +92,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
     p = sub.add_parser("train", help="run every round in-process (prepare, sample, train), resuming committed rounds",
                        description="Run the whole SePPO training in this process: prepare data if needed, then for "
                        "each round sample reference latents and train U updates, committing θ_k to the bank. "
-                       "Committed rounds are skipped, so rerunning resumes.",
+                       "Committed rounds are skipped, so rerunning resumes. Each step logs to MLflow "
+                       "(tracking.mlflow_uri, else MLFLOW_TRACKING_URI, else sqlite under the workdir; "
+                       "tracking.enabled=false turns it off).",
                        epilog="example: seppo train --config tiny train.method=spin")
     add_config_args(p)
     p.add_argument("--rounds", type=int, default=None, help="stop after this round (default: train.n_rounds)")
-    p.add_argument("--mlflow", action="store_true", help="log to MLflow (tracking.mlflow_uri or the local sqlite db)")
     p.set_defaults(func=_train)
 
     p = sub.add_parser("train-round", help="train one round (for accelerate launch / PyTorchJob workers)",

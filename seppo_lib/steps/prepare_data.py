@@ -13,6 +13,7 @@ from seppo_lib.data.sources import ValidationReport, iter_rows
 from seppo_lib.errors import DataError
 from seppo_lib.models import load_model, resolve_model_dir
 from seppo_lib.steps.common import device, open_bank, run_dir
+from seppo_lib.tracking.steps import step_tracking
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +62,16 @@ def _file_md5(path: Path) -> str:
 
 def run(cfg: SeppoConfig, output_dir: str | Path) -> dict[str, Any]:
     """Write the prepared dataset to `output_dir`; returns its dataset.json contents."""
+    with step_tracking(cfg, "prepare_data") as tracked:
+        meta = _prepare(cfg, output_dir)
+        report = meta["report"]
+        tracked.log_metrics({"rows": meta["rows"], "rows_total": report["total"], **{f"dropped_{k}": v for k, v in report["dropped"].items()}}, step=0)
+        tracked.set_tags({k: str(meta[k]) for k in ("source", "source_md5", "output_md5", "dvc_rev") if meta.get(k)})
+        tracked.log_artifact(Path(output_dir) / "dataset.json")
+    return meta
+
+
+def _prepare(cfg: SeppoConfig, output_dir: str | Path) -> dict[str, Any]:
     scratch = run_dir(cfg) / "source"
     path, provenance = materialize_source(cfg, scratch)
     model = load_model(cfg.model.pretrained, cfg.bank.cache_dir).to(device())
