@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,19 +58,34 @@ def build_optimizer(cfg: SeppoConfig, params: list[torch.nn.Parameter]) -> tuple
 
 
 class ReferenceModel:
-    """A frozen UNet whose weights are swapped in place from bank checkpoints."""
+    """A frozen UNet whose weights are swapped in place (a tensor copy) from bank checkpoints.
 
-    def __init__(self, template_dir: Path, bank: CheckpointBank, device: torch.device) -> None:
+    The last `cache_size` checkpoints' weights stay in host memory, so alternating between
+    references (reference_resample=step) never rereads a file.
+    """
+
+    def __init__(self, template_dir: Path, bank: CheckpointBank, device: torch.device, cache_size: int = 4) -> None:
         self.unet = load_unet(template_dir).to(device).requires_grad_(False).eval()
         self.bank = bank
         self.current: str | None = None
+        self.cache: OrderedDict[str, dict[str, torch.Tensor]] = OrderedDict()
+        self.cache_size = cache_size
+
+    def _weights(self, ckpt_id: str) -> dict[str, torch.Tensor]:
+        from safetensors.torch import load_file
+
+        if ckpt_id in self.cache:
+            self.cache.move_to_end(ckpt_id)
+        else:
+            path = self.bank.fetch(ckpt_id) / "unet" / "diffusion_pytorch_model.safetensors"
+            self.cache[ckpt_id] = load_file(str(path))
+            while len(self.cache) > self.cache_size:
+                self.cache.popitem(last=False)
+        return self.cache[ckpt_id]
 
     def use(self, ckpt_id: str) -> torch.nn.Module:
         if ckpt_id != self.current:
-            from safetensors.torch import load_file
-
-            weights = self.bank.fetch(ckpt_id) / "unet" / "diffusion_pytorch_model.safetensors"
-            self.unet.load_state_dict(load_file(str(weights)), strict=True)
+            self.unet.load_state_dict(self._weights(ckpt_id), strict=True)
             self.current = ckpt_id
         return self.unet
 

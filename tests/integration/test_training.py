@@ -122,3 +122,19 @@ def test_criterion_uses_the_losses_draw(tmp_path: Path, data_dir: Path) -> None:
         pw, rw = model_errors(policy, batch)[:8], model_errors(ref, batch)[:8]
     assert metrics.flip_rate == pytest.approx(float((pw > rw).float().mean()))
     assert 0 < metrics.flip_rate < 1
+
+
+def test_step_resampling_follows_the_seeded_schedule(tmp_path: Path, data_dir: Path) -> None:
+    """reference_resample=step: each update's logged reference is the schedule's draw from the
+    bank as it stood at the round's start."""
+    from seppo_lib.reference import reference_schedule
+
+    cfg = tiny_config(tmp_path, data_dir, "bank.reference_resample=step", "train.updates_per_round=6", "sampling.num_inference_steps=2")
+    run_logger = InMemoryLogger()
+    run_rounds(cfg, run_logger)
+    ids = open_bank(cfg).ids()
+    logged = [int(m["ref_ckpt"]) for _, m in run_logger.metrics]
+    for k in (1, 2, 3):
+        expected = reference_schedule(ids[:k], "uniform", "step", 6, cfg.train.seed, k)
+        assert [ids[i] for i in logged[(k - 1) * 6 : k * 6]] == expected
+    assert len(set(logged[12:])) > 1  # round 3 mixes references
