@@ -14,6 +14,7 @@ JSON are ever read back.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import shutil
@@ -57,7 +58,8 @@ class CheckpointBank:
     def __init__(self, store: Store, run_id: str, cache_dir: str | Path) -> None:
         self.store = store
         self.run_id = run_id
-        self.cache_dir = Path(cache_dir) / run_id
+        # keyed by the bank's URI too: two banks with the same run id never share a cache
+        self.cache_dir = Path(cache_dir) / hashlib.sha256(store.uri.encode()).hexdigest()[:12] / run_id
         self.downloads = 0  # checkpoint downloads (cache misses), for tests and logs
 
     @classmethod

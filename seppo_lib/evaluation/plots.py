@@ -1,0 +1,198 @@
+"""Report figures: the candidate-vs-champion sample grid (PIL), score histograms and training curves.
+
+matplotlib is used through `matplotlib.figure.Figure` only (no pyplot, no global backend state),
+so plotting works headless and in threads.
+
+Grid layout (pixels): `MARGIN`, a title band of `TITLE_LINES` lines of `LINE_H` (role and model
+URI of each column), `MARGIN`; then per row a caption of `CAPTION_LINES` lines of `LINE_H` (prompt,
+image index and seed, across both columns), the two images as `cell` x `cell` squares and a `LINE_H`
+score line under each, then `MARGIN`. Columns are separated and framed by `MARGIN`:
+width = 2 * cell + 3 * MARGIN (see :func:`grid_size` and :func:`cell_size`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+logger = logging.getLogger(__name__)
+
+MARGIN = 8
+LINE_H = 14
+CAPTION_LINES = 3
+TITLE_LINES = 2  # role, then the model URI
+FONT_SIZE = 11
+MIN_CELL, MAX_CELL = 160, 256
+GRID_ROWS = 8  # samples shown in grid.png
+BACKGROUND = (255, 255, 255)
+INK = (20, 20, 20)
+
+HIST_SIZE = (5.0, 3.5)  # inches
+PANEL_SIZE = (4.0, 3.2)  # inches, per training-curve panel
+DPI = 100
+CURVE_METRICS = ("loss", "implicit_acc", "flip_rate")
+
+
+# ---- sample grid ------------------------------------------------------------------
+
+
+def cell_size(side: int) -> int:
+    """Displayed size of an image of `side` px: integer upscale to >= MIN_CELL, or at most MAX_CELL."""
+    if side < 1:
+        raise ValueError(f"image side must be >= 1, got {side}")
+    if side >= MIN_CELL:
+        return min(side, MAX_CELL)
+    return side * math.ceil(MIN_CELL / side)
+
+
+def grid_size(n_rows: int, cell: int) -> tuple[int, int]:
+    """(width, height) of a grid of `n_rows` candidate/champion pairs of `cell` px images."""
+    row_h = CAPTION_LINES * LINE_H + cell + LINE_H + MARGIN
+    return 2 * cell + 3 * MARGIN, MARGIN + TITLE_LINES * LINE_H + MARGIN + n_rows * row_h
+
+
+def _wrap(draw: ImageDraw.ImageDraw, text: str, font: ImageFont.FreeTypeFont | ImageFont.ImageFont, width: int, lines: int) -> list[str]:
+    """Greedy word wrap into at most `lines` lines of `width` px; text that does not fit ends in '...'."""
+    words = text.split()
+    out = [words.pop(0) if words else ""]
+    while words:
+        if draw.textlength(f"{out[-1]} {words[0]}", font=font) <= width:
+            out[-1] = f"{out[-1]} {words.pop(0)}"
+        else:
+            out.append(words.pop(0))
+    if len(out) <= lines and all(draw.textlength(line, font=font) <= width for line in out):
+        return out
+    out = out[:lines]
+    last = out[-1]
+    while last and draw.textlength(last + "...", font=font) > width:
+        last = last[:-1]
+    out[-1] = last + "..."
+    return out
+
+
+def _fit(draw: ImageDraw.ImageDraw, text: str, font: ImageFont.FreeTypeFont | ImageFont.ImageFont, width: int, lines: int) -> list[str]:
+    """Wrap `text` into at most `lines` lines: each paragraph after the first ("\n"-separated) gets
+    one line, the first gets the rest (so a long prompt never pushes its seed line out)."""
+    first, *rest = text.split("\n")
+    head = _wrap(draw, first, font, width, max(1, lines - len(rest)))
+    return [*head, *(_wrap(draw, p, font, width, 1)[0] for p in rest)][:lines]
+
+
+def _clip_left(draw: ImageDraw.ImageDraw, text: str, font: ImageFont.FreeTypeFont | ImageFont.ImageFont, width: int) -> str:
+    """`text`, or '...' + its longest tail that fits `width` px (URIs end in what tells them apart)."""
+    if draw.textlength(text, font=font) <= width:
+        return text
+    while text and draw.textlength("..." + text, font=font) > width:
+        text = text[1:]
+    return "..." + text
+
+
+def write_grid(
+    path: str | Path,
+    candidate: Sequence[Image.Image],
+    champion: Sequence[Image.Image],
+    captions: Sequence[str],
+    candidate_notes: Sequence[str],
+    champion_notes: Sequence[str],
+    titles: tuple[tuple[str, str], tuple[str, str]] = (("candidate", ""), ("champion", "")),
+) -> Path:
+    """Candidate (left) vs champion (right), one row per sample, captioned; returns `path`.
+
+    captions: one per row ("\n" forces a line break); notes: one line under each image;
+    titles: (role, model URI) per column.
+    """
+    n = len(candidate)
+    if not n or not (len(champion) == len(captions) == len(candidate_notes) == len(champion_notes) == n):
+        raise ValueError(
+            f"grid needs the same non-zero number of candidate images ({n}), champion images ({len(champion)}), "
+            f"captions ({len(captions)}) and notes ({len(candidate_notes)}, {len(champion_notes)})"
+        )
+    side = max(max(im.size) for im in (*candidate, *champion))
+    cell = cell_size(side)
+    width, height = grid_size(n, cell)
+    canvas = Image.new("RGB", (width, height), BACKGROUND)
+    draw = ImageDraw.Draw(canvas)
+    font = ImageFont.load_default(size=FONT_SIZE)
+    columns = (MARGIN, 2 * MARGIN + cell)
+    for x, (role, uri) in zip(columns, titles, strict=True):
+        draw.text((x, MARGIN), _clip_left(draw, role, font, cell), fill=INK, font=font)
+        draw.text((x, MARGIN + LINE_H), _clip_left(draw, uri, font, cell), fill=INK, font=font)
+    y = MARGIN + TITLE_LINES * LINE_H + MARGIN
+    for row in range(n):
+        for k, line in enumerate(_fit(draw, captions[row], font, width - 2 * MARGIN, CAPTION_LINES)):
+            draw.text((MARGIN, y + k * LINE_H), line, fill=INK, font=font)
+        y += CAPTION_LINES * LINE_H
+        pairs = ((candidate[row], candidate_notes[row]), (champion[row], champion_notes[row]))
+        for x, (image, note) in zip(columns, pairs, strict=True):
+            resample = Image.Resampling.NEAREST if cell >= max(image.size) else Image.Resampling.LANCZOS
+            canvas.paste(image.convert("RGB").resize((cell, cell), resample), (x, y))
+            draw.text((x, y + cell + 1), _fit(draw, note, font, cell, 1)[0], fill=INK, font=font)
+        y += cell + LINE_H + MARGIN
+    path = Path(path)
+    canvas.save(path)
+    return path
+
+
+# ---- matplotlib figures -----------------------------------------------------------
+
+
+def _bins(values: np.ndarray, n_max: int = 30) -> np.ndarray:
+    lo, hi = float(values.min()), float(values.max())
+    if lo == hi:
+        lo, hi = lo - 0.5, hi + 0.5
+    return np.linspace(lo, hi, min(n_max, max(5, values.size // 2)) + 1)
+
+
+def plot_histograms(out_dir: str | Path, candidate: dict[str, list[float]], champion: dict[str, list[float]]) -> list[Path]:
+    """hist_<scorer>.png per scorer: per-image scores of both models on shared bins, means marked."""
+    from matplotlib.figure import Figure
+
+    files = []
+    for name, cand_values in candidate.items():
+        cand, champ = np.asarray(cand_values, float), np.asarray(champion[name], float)
+        fig = Figure(figsize=HIST_SIZE, dpi=DPI)
+        ax = fig.add_subplot()
+        bins = _bins(np.concatenate([cand, champ]))
+        for values, label, colour in ((cand, "candidate", "tab:blue"), (champ, "champion", "tab:orange")):
+            ax.hist(values, bins=bins, alpha=0.55, color=colour, label=f"{label} (mean {values.mean():.3g})")
+            ax.axvline(values.mean(), color=colour, linestyle="--", linewidth=1.2)
+        ax.set_xlabel(f"{name} score (per image)")
+        ax.set_ylabel("images")
+        ax.set_title(f"{name}: candidate vs champion")
+        ax.legend(fontsize="small")
+        fig.tight_layout()
+        path = Path(out_dir) / f"hist_{name}.png"
+        fig.savefig(path, dpi=DPI)
+        files.append(path)
+    return files
+
+
+def plot_training_curves(path: str | Path, history: list[tuple[int, dict[str, float]]]) -> Path | None:
+    """loss, implicit_acc and flip_rate vs step, one panel per metric present; None if none is."""
+    from matplotlib.figure import Figure
+
+    series = {
+        name: sorted((step, float(m[name])) for step, m in history if name in m and math.isfinite(float(m[name])))
+        for name in CURVE_METRICS
+    }
+    series = {name: points for name, points in series.items() if points}
+    if not series:
+        logger.warning("training history has none of %s; no training_curves.png", ", ".join(CURVE_METRICS))
+        return None
+    fig = Figure(figsize=(PANEL_SIZE[0] * len(series), PANEL_SIZE[1]), dpi=DPI)
+    for k, (name, points) in enumerate(series.items(), start=1):
+        ax = fig.add_subplot(1, len(series), k)
+        steps, values = zip(*points, strict=True)
+        ax.plot(steps, values, marker="o" if len(points) <= 30 else None, markersize=3, linewidth=1.2)
+        ax.set_xlabel("optimizer step")
+        ax.set_title(name)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=DPI)
+    return path

@@ -1,0 +1,188 @@
+"""The evaluation report: summary statistics, the promotion gate and the files of an evaluation.
+
+Scores arrive per image, in `eval_plan` order (prompt-major, `images_per_prompt` per prompt).
+Statistics resample prompts: the images of one prompt are averaged first, then the mean, median,
+percentile-bootstrap CI and the paired win rate are computed over prompts.
+
+Files written by :func:`write_report` into the output folder:
+
+- ``metrics.json``: see :func:`build_metrics`.
+- ``per_prompt.csv``: one row per image: prompt_index, prompt, sample, seed, then
+  ``<scorer>_candidate`` and ``<scorer>_champion`` for every scorer.
+- ``grid.png``: candidate vs champion on the same prompt and seed (``plots.write_grid``).
+- ``hist_<scorer>.png``: score histograms, candidate vs champion.
+- ``training_curves.png``: loss, implicit_acc, flip_rate vs step (only with a history).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from PIL import Image
+
+from seppo_lib.evaluation.generate import EvalSample
+from seppo_lib.evaluation.plots import GRID_ROWS, plot_histograms, plot_training_curves, write_grid
+from seppo_lib.evaluation.stats import bootstrap_mean_ci, win_rate
+
+logger = logging.getLogger(__name__)
+
+Direction = Literal["higher", "lower"]
+Scores = dict[str, list[float]]
+
+
+def per_prompt_means(scores: Sequence[float], images_per_prompt: int) -> np.ndarray:
+    """Average consecutive groups of `images_per_prompt` scores (one value per prompt)."""
+    x = np.asarray(scores, dtype=np.float64)
+    if images_per_prompt < 1 or x.size == 0 or x.size % images_per_prompt:
+        raise ValueError(f"{x.size} scores do not split into prompts of {images_per_prompt} images")
+    return x.reshape(-1, images_per_prompt).mean(axis=1)
+
+
+def summarize(values: np.ndarray, n_boot: int, seed: int) -> dict[str, float]:
+    """{"mean", "median", "ci_lo", "ci_hi"} of per-prompt values (percentile bootstrap CI)."""
+    mean, lo, hi = bootstrap_mean_ci(values, n_boot=n_boot, seed=seed)
+    return {"mean": mean, "median": float(np.median(values)), "ci_lo": lo, "ci_hi": hi}
+
+
+def scorer_summary(
+    candidate: Sequence[float], champion: Sequence[float], images_per_prompt: int, n_boot: int, seed: int
+) -> dict[str, Any]:
+    """Candidate and champion summaries and the paired per-prompt win rate of one scorer."""
+    cand = per_prompt_means(candidate, images_per_prompt)
+    champ = per_prompt_means(champion, images_per_prompt)
+    if cand.size != champ.size:
+        raise ValueError(f"candidate has {cand.size} prompts but champion {champ.size}; score the same plan")
+    wins = win_rate(cand, champ, n_boot=n_boot, seed=seed)
+    return {
+        "candidate": summarize(cand, n_boot, seed),
+        "champion": summarize(champ, n_boot, seed),
+        "win_rate": {"rate": wins.rate, "lo": wins.lo, "hi": wins.hi, "n": wins.n},
+    }
+
+
+def gate_passes(candidate: float, champion: float, direction: Direction, min_margin: float) -> bool:
+    """True when the candidate is strictly better than the champion by at least `min_margin`.
+
+    improvement = candidate - champion ("higher") or champion - candidate ("lower"); the margin
+    comparison tolerates float rounding (0.30 - 0.25 meets a 0.05 margin). A tie never passes.
+    """
+    if direction not in ("higher", "lower"):
+        raise ValueError(f"gate direction must be 'higher' or 'lower', got {direction!r}")
+    if math.isnan(candidate) or math.isnan(champion):
+        return False
+    improvement = candidate - champion if direction == "higher" else champion - candidate
+    enough = improvement >= min_margin or math.isclose(improvement, min_margin, rel_tol=1e-9, abs_tol=1e-12)
+    return improvement > 0 and enough
+
+
+def gate_decision(scorers: dict[str, Any], metric: str, direction: Direction, min_margin: float) -> dict[str, Any]:
+    """The "gate" block of metrics.json from the scorer summaries (means of `metric`)."""
+    if metric not in scorers:
+        raise ValueError(f"gate metric {metric!r} is not among the scored metrics ({', '.join(scorers)})")
+    cand, champ = scorers[metric]["candidate"]["mean"], scorers[metric]["champion"]["mean"]
+    return {
+        "metric": metric,
+        "direction": direction,
+        "min_margin": float(min_margin),
+        "candidate": float(cand),
+        "champion": float(champ),
+        "passes": gate_passes(cand, champ, direction, min_margin),
+    }
+
+
+def build_metrics(
+    *,
+    candidate_uri: str,
+    champion_uri: str,
+    candidate: Scores,
+    champion: Scores,
+    n_prompts: int,
+    images_per_prompt: int,
+    gate: tuple[str, Direction, float],
+    n_boot: int,
+    seed: int,
+    config_hash: str,
+) -> dict[str, Any]:
+    """The metrics.json document. `gate` = (metric, direction, min_margin)."""
+    if set(candidate) != set(champion):
+        raise ValueError(f"candidate scorers {sorted(candidate)} differ from champion scorers {sorted(champion)}")
+    scorers = {
+        name: scorer_summary(candidate[name], champion[name], images_per_prompt, n_boot, seed) for name in candidate
+    }
+    for name, summary in scorers.items():
+        if summary["win_rate"]["n"] != n_prompts:
+            raise ValueError(f"{name}: {summary['win_rate']['n']} prompts scored but n_prompts={n_prompts}")
+    return {
+        "candidate": candidate_uri,
+        "champion": champion_uri,
+        "n_prompts": n_prompts,
+        "images_per_prompt": images_per_prompt,
+        "scorers": scorers,
+        "gate": gate_decision(scorers, *gate),
+        "config_hash": config_hash,
+    }
+
+
+def write_per_prompt_csv(path: str | Path, plan: Sequence[EvalSample], candidate: Scores, champion: Scores) -> Path:
+    """One row per image with both models' scores for every scorer."""
+    path = Path(path)
+    names = list(candidate)
+    for name in names:
+        if len(candidate[name]) != len(plan) or len(champion[name]) != len(plan):
+            raise ValueError(f"{name}: need {len(plan)} scores per model, got {len(candidate[name])} and {len(champion[name])}")
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["prompt_index", "prompt", "sample", "seed", *(f"{n}_{m}" for n in names for m in ("candidate", "champion"))])
+        for i, e in enumerate(plan):
+            writer.writerow([e.prompt_index, e.prompt, e.sample, e.seed, *(v for n in names for v in (candidate[n][i], champion[n][i]))])
+    return path
+
+
+def write_report(
+    output_dir: str | Path,
+    metrics: dict[str, Any],
+    plan: Sequence[EvalSample],
+    images: tuple[Sequence[Image.Image], Sequence[Image.Image]],
+    scores: tuple[Scores, Scores],
+    history: list[tuple[int, dict[str, float]]] | None = None,
+) -> list[Path]:
+    """Write metrics.json, per_prompt.csv, grid.png, hist_<scorer>.png (and training_curves.png).
+
+    images and scores are (candidate, champion) pairs in `plan` order. Returns the files written.
+    """
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    cand_scores, champ_scores = scores
+    metrics_file = out / "metrics.json"
+    metrics_file.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    files = [metrics_file, write_per_prompt_csv(out / "per_prompt.csv", plan, cand_scores, champ_scores)]
+    rows = list(range(min(GRID_ROWS, len(plan))))
+    files.append(
+        write_grid(
+            out / "grid.png",
+            [images[0][i] for i in rows],
+            [images[1][i] for i in rows],
+            [f"{plan[i].prompt}\nimage {plan[i].sample}, seed {plan[i].seed}" for i in rows],
+            [_score_line(cand_scores, i) for i in rows],
+            [_score_line(champ_scores, i) for i in rows],
+            titles=(("candidate", metrics["candidate"]), ("champion", metrics["champion"])),
+        )
+    )
+    files += plot_histograms(out, cand_scores, champ_scores)
+    if history:
+        curves = plot_training_curves(out / "training_curves.png", history)
+        if curves is not None:
+            files.append(curves)
+    logger.info("evaluation report: %s", ", ".join(p.name for p in files))
+    return files
+
+
+def _score_line(scores: Scores, index: int) -> str:
+    return ", ".join(f"{name} {values[index]:.3g}" for name, values in scores.items())
