@@ -55,3 +55,19 @@ def tiny_config(tmp: Path, data: Path, *overrides: str) -> SeppoConfig:
         "tracking.enabled=false",
     ]
     return load_config("tiny", [*base, *overrides])
+
+
+def random_step_inputs(batch: int = 8, seed: int = 0):  # type: ignore[no-untyped-def]
+    """Random StepInputs for the tiny pixel model (3x8x8 latents, 16x32 text states)."""
+    import torch
+
+    from seppo_lib.training.step import StepInputs
+
+    g = torch.Generator().manual_seed(seed)
+    return StepInputs(
+        x_w=torch.randn(batch, 3, 8, 8, generator=g),
+        x_p=torch.randn(batch, 3, 8, 8, generator=g),
+        cond=torch.randn(batch, 16, 32, generator=g),
+        timesteps=torch.randint(0, 1000, (batch,), generator=g),
+        noise=torch.randn(batch, 3, 8, 8, generator=g),
+    )

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from seppo_lib.models import load_model
 from seppo_lib.training.step import StepInputs, compute_loss
-from tests.helpers import tiny_config
+from tests.helpers import random_step_inputs, tiny_config
 
 
 def _naive_loss(sched, policy, ref, inp: StepInputs, beta: float, criterion: str) -> torch.Tensor:  # type: ignore[no-untyped-def]
@@ -40,12 +40,7 @@ def test_library_step_matches_naive_fp32(tmp_path: Path, criterion: str) -> None
     with torch.no_grad():
         for p in policy.parameters():
             p.add_(0.003 * torch.randn_like(p))
-    g = torch.Generator().manual_seed(1)
-    inp = StepInputs(
-        x_w=torch.randn(6, 3, 8, 8, generator=g), x_p=torch.randn(6, 3, 8, 8, generator=g),
-        cond=torch.randn(6, 16, 32, generator=g), timesteps=torch.randint(0, 1000, (6,), generator=g),
-        noise=torch.randn(6, 3, 8, 8, generator=g),
-    )
+    inp = random_step_inputs(6, seed=1)
     loss, _ = compute_loss(cfg, model.noise_scheduler, policy, ref, inp, torch.device("cpu"))
     grads = torch.autograd.grad(loss, list(policy.parameters()))
     naive = _naive_loss(model.noise_scheduler, policy, ref, inp, 50.0, criterion)

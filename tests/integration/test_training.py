@@ -12,7 +12,7 @@ from seppo_lib.config import SeppoConfig
 from seppo_lib.orchestrate import run_rounds
 from seppo_lib.steps.common import open_bank
 from seppo_lib.tracking import InMemoryLogger
-from tests.helpers import make_image_folder, tiny_config
+from tests.helpers import make_image_folder, random_step_inputs, tiny_config
 
 FAST = ["train.updates_per_round=3", "sampling.num_inference_steps=2"]
 
@@ -101,7 +101,7 @@ def test_criterion_uses_the_losses_draw(tmp_path: Path, data_dir: Path) -> None:
     winner, recomputed from the SAME (t, eps), exceeds the reference's."""
     from seppo_lib.diffusion import NoiseDraw, make_pair_batch, model_errors
     from seppo_lib.models import load_model
-    from seppo_lib.training.step import StepInputs, compute_loss
+    from seppo_lib.training.step import compute_loss
 
     cfg = tiny_config(tmp_path, data_dir, "train.method=seppo")
     model = load_model("builtin:tiny-random", cfg.bank.cache_dir, with_text=False)
@@ -110,12 +110,7 @@ def test_criterion_uses_the_losses_draw(tmp_path: Path, data_dir: Path) -> None:
     with torch.no_grad():
         for p in policy.parameters():
             p.add_(0.002 * torch.randn_like(p))
-    g = torch.Generator().manual_seed(0)
-    inputs = StepInputs(
-        x_w=torch.randn(8, 3, 8, 8, generator=g), x_p=torch.randn(8, 3, 8, 8, generator=g),
-        cond=torch.randn(8, 16, 32, generator=g), timesteps=torch.randint(0, 1000, (8,), generator=g),
-        noise=torch.randn(8, 3, 8, 8, generator=g),
-    )
+    inputs = random_step_inputs(8, seed=0)
     _, metrics = compute_loss(cfg, model.noise_scheduler, policy, ref, inputs, torch.device("cpu"))
     batch = make_pair_batch(model.noise_scheduler, inputs.x_w, inputs.x_p, inputs.cond, NoiseDraw(inputs.timesteps, inputs.noise))
     with torch.no_grad():
