@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import logging
 import shutil
 import tempfile
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -108,8 +110,8 @@ class CheckpointBank:
         marker = local / ".verified"
         if marker.is_file() and json.loads(marker.read_text()) == entry.files:
             return local
-        tmp = self.cache_dir / f".{ckpt_id}.partial"
-        shutil.rmtree(tmp, ignore_errors=True)
+        # a private download dir per process: several workers may share one cache
+        tmp = self.cache_dir / f".{ckpt_id}.{os.getpid()}.{uuid.uuid4().hex[:8]}.partial"
         try:
             for rel, sha in entry.files.items():
                 dest = tmp / rel
@@ -119,11 +121,17 @@ class CheckpointBank:
                     raise CheckpointError(
                         f"{self.store.describe(self._key(ckpt_id, rel))} is corrupt: sha256 {got[:12]}… != manifest {sha[:12]}…"
                     )
+            (tmp / ".verified").write_text(json.dumps(entry.files))
+            if marker.is_file() and json.loads(marker.read_text()) == entry.files:
+                return local  # another process finished the same download first
             shutil.rmtree(local, ignore_errors=True)
-            tmp.rename(local)
+            try:
+                tmp.rename(local)
+            except OSError:
+                if not (marker.is_file() and json.loads(marker.read_text()) == entry.files):
+                    raise
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-        (local / ".verified").write_text(json.dumps(entry.files))
         self.downloads += 1
         return local
 
