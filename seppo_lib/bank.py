@@ -50,6 +50,14 @@ class BankEntry:
         return {"id": self.id, "round": self.round, "step": self.step, "parent": self.parent, "files": self.files}
 
 
+def _verified(local: Path, files: dict[str, str]) -> bool:
+    """True when `local` is a complete verified copy of a checkpoint with these files."""
+    try:
+        return json.loads((local / ".verified").read_text()) == files
+    except (OSError, ValueError):
+        return False
+
+
 def checkpoint_id(step: int) -> str:
     return f"ckpt-{step:06d}"
 
@@ -107,8 +115,7 @@ class CheckpointBank:
         """A verified local copy of a committed checkpoint (cached; downloaded once)."""
         entry = self.entry(ckpt_id)
         local = self.cache_dir / ckpt_id
-        marker = local / ".verified"
-        if marker.is_file() and json.loads(marker.read_text()) == entry.files:
+        if _verified(local, entry.files):
             return local
         # a private download dir per process: several workers may share one cache
         tmp = self.cache_dir / f".{ckpt_id}.{os.getpid()}.{uuid.uuid4().hex[:8]}.partial"
@@ -122,13 +129,13 @@ class CheckpointBank:
                         f"{self.store.describe(self._key(ckpt_id, rel))} is corrupt: sha256 {got[:12]}… != manifest {sha[:12]}…"
                     )
             (tmp / ".verified").write_text(json.dumps(entry.files))
-            if marker.is_file() and json.loads(marker.read_text()) == entry.files:
+            if _verified(local, entry.files):
                 return local  # another process finished the same download first
             shutil.rmtree(local, ignore_errors=True)
             try:
                 tmp.rename(local)
             except OSError:
-                if not (marker.is_file() and json.loads(marker.read_text()) == entry.files):
+                if not _verified(local, entry.files):
                     raise
         finally:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -56,6 +56,10 @@ class Store(abc.ABC):
         """All keys (files) under `prefix`, sorted, relative to the store root."""
 
     @abc.abstractmethod
+    def sizes(self, prefix: str = "") -> dict[str, int]:
+        """Size in bytes of every key `list(prefix)` returns (one listing, no downloads)."""
+
+    @abc.abstractmethod
     def delete(self, key: str) -> None:
         """Delete one key; missing keys are ignored."""
 

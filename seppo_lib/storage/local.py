@@ -66,6 +66,9 @@ class LocalStore(Store):
         # dot-files are this store's own temporaries (.<name>.part) and locks (.<name>.lock)
         return sorted(k for k in keys if k.startswith(prefix) and not Path(k).name.startswith("."))
 
+    def sizes(self, prefix: str = "") -> dict[str, int]:
+        return {key: self._path(key).stat().st_size for key in self.list(prefix)}
+
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
 

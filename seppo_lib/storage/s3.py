@@ -234,17 +234,20 @@ class S3Store(Store):
         return True
 
     def list(self, prefix: str = "") -> list[str]:
+        return sorted(self.sizes(prefix))
+
+    def sizes(self, prefix: str = "") -> dict[str, int]:
         root = f"{self.prefix}/" if self.prefix else ""
         paginator = self._client.get_paginator("list_objects_v2")
         pages = paginator.paginate(
             Bucket=self.bucket, Prefix=root + prefix, PaginationConfig={"PageSize": self.page_size}
         )
-        keys: list[str] = []
+        sizes: dict[str, int] = {}
         with self._errors(prefix, "list"):
             for page in pages:
                 contents = page.get("Contents", [])
-                keys.extend(o["Key"][len(root):] for o in contents if not o["Key"].endswith("/"))  # no dir markers
-        return sorted(keys)
+                sizes.update((o["Key"][len(root):], int(o["Size"])) for o in contents if not o["Key"].endswith("/"))  # no dir markers
+        return dict(sorted(sizes.items()))
 
     def delete(self, key: str) -> None:
         with self._errors(key, "delete"):
