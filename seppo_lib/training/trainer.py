@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from seppo_lib.bank import BankEntry, CheckpointBank, checkpoint_id
 from seppo_lib.config import ConfigError, SeppoConfig
-from seppo_lib.data.shards import LatentDataset, round_indices
+from seppo_lib.data.shards import LatentDataset
 from seppo_lib.errors import CheckpointError, DataError
 from seppo_lib.models import load_unet
 from seppo_lib.reference import round_rng
