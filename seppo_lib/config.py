@@ -38,14 +38,21 @@ class DataConfig(_Section):
         "a Pick-a-Pic style parquet file or folder of parquet files, an s3:// URI of either, or "
         "'builtin:world' (the built-in synthetic world, generated on first use).",
     )
-    format: Literal["auto", "folder", "pickapic"] = Field(
-        "auto", description="Source layout; 'auto' picks 'pickapic' for parquet, else 'folder'."
+    format: Literal["auto", "folder", "pickapic", "video"] = Field(
+        "auto", description="Source layout; 'auto' picks 'pickapic' for parquet, 'video' for a folder whose metadata.jsonl "
+        "names video files (.gif/.mp4/.webm) or frame folders, else 'folder'."
     )
     dvc_repo: str | None = Field(
         None, description="Git repo (path or URL) whose DVC-tracked `source` path is read; None reads `source` directly."
     )
     dvc_rev: str | None = Field(None, description="Git revision of `dvc_repo` to read the data at (tag, branch, SHA).")
     resolution: int = Field(32, ge=8, le=2048, description="Square training resolution in pixels (resize + center crop).")
+    num_frames: int = Field(
+        8, ge=1, le=1024, description="F: frames per training clip (video data, e.g. builtin:world-video); shorter videos are dropped as too_short."
+    )
+    frame_stride: int = Field(
+        1, ge=1, le=64, description="Take every n-th source frame when cutting the clip (video data only); 1 = consecutive frames."
+    )
     random_flip: bool = Field(False, description="Horizontally flip winner and partner together with p=0.5 in training.")
     caption_dropout: float = Field(
         0.2, ge=0.0, lt=1.0, description="Fraction of training captions replaced by '' (keeps CFG working); never when sampling."

@@ -72,7 +72,17 @@ def make_pair_batch(scheduler, x_w: Tensor, x_p: Tensor | None, cond: Tensor, dr
     return PairBatch(noisy=noisy, timesteps=t, target=target, cond=c)
 
 
+def unet_condition(unet: torch.nn.Module, cond: Tensor, sample: Tensor) -> Tensor:
+    """`encoder_hidden_states` for `unet` on `sample`: (B, L, D) as given, except that diffusers'
+    UNetMotionModel (AnimateDiff) takes one row per frame, (B·F, L, D), for 5-D (B, C, F, H, W)
+    samples (UNet3DConditionModel repeats them itself)."""
+    model = getattr(unet, "module", unet)  # DDP-wrapped in multi-process training
+    if sample.dim() == 5 and type(model).__name__ == "UNetMotionModel":
+        return cond.repeat_interleave(sample.shape[2], dim=0)
+    return cond
+
+
 def model_errors(unet: torch.nn.Module, batch: PairBatch) -> Tensor:
     """Per-sample errors of one batched forward over winners and partners."""
-    pred = unet(batch.noisy, batch.timesteps, encoder_hidden_states=batch.cond).sample
+    pred = unet(batch.noisy, batch.timesteps, encoder_hidden_states=unet_condition(unet, batch.cond, batch.noisy)).sample
     return per_sample_mse(pred, batch.target)

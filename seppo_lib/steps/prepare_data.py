@@ -36,6 +36,8 @@ def materialize_source(cfg: SeppoConfig, scratch: Path) -> tuple[Path, dict[str,
         if not (path / "metadata.jsonl").is_file():
             shutil.rmtree(path, ignore_errors=True)
             generate_dataset(path, split="train", n=cfg.data.max_rows, seed=0, paired=cfg.train.method == "dpo", size=WORLD_SIZE)
+    elif source == "builtin:world-video":
+        path = _world_video(cfg, scratch)
     elif source.startswith("s3://"):
         from seppo_lib.storage import open_store
 
@@ -45,9 +47,22 @@ def materialize_source(cfg: SeppoConfig, scratch: Path) -> tuple[Path, dict[str,
     else:
         path = Path(source.removeprefix("file://"))
     if not path.exists():
-        raise DataError(f"data source {source} does not exist (set data.source to a folder, parquet file, s3:// URI or builtin:world)")
+        raise DataError(f"data source {source} does not exist (set data.source to a folder, parquet file, s3:// URI, builtin:world or builtin:world-video)")
     md5 = dir_md5(path, exclude=()) if path.is_dir() else _file_md5(path)
     return path, {"source": source, "dvc_repo": None, "dvc_rev": None, "source_md5": md5}
+
+
+def _world_video(cfg: SeppoConfig, scratch: Path) -> Path:
+    """The built-in video world's training clips (GIFs), long enough for num_frames x frame_stride."""
+    from seppo_lib.data.video import frames_needed
+    from seppo_lib.world.video import generate_video_dataset
+
+    frames = max(2, frames_needed(cfg.data.num_frames, cfg.data.frame_stride))
+    path = scratch / f"world-video-train-f{frames}"
+    if not (path / "metadata.jsonl").is_file():
+        shutil.rmtree(path, ignore_errors=True)
+        generate_video_dataset(path, split="train", n=cfg.data.max_rows, seed=0, size=WORLD_SIZE, frames=frames)
+    return path
 
 
 def _file_md5(path: Path) -> str:
@@ -76,7 +91,7 @@ def _prepare(cfg: SeppoConfig, output_dir: str | Path) -> dict[str, Any]:
     path, provenance = materialize_source(cfg, scratch)
     model = load_model(cfg.model.pretrained, cfg.bank.cache_dir).to(device())
     report = ValidationReport()
-    rows = iter_rows(path, cfg.data.format, report)
+    rows = iter_rows(path, cfg.data.format, report, num_frames=cfg.data.num_frames, frame_stride=cfg.data.frame_stride)
     meta = write_dataset(
         rows,
         report,
