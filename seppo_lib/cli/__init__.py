@@ -10,7 +10,7 @@ import sys
 from seppo_lib import __version__
 
 # Modules under seppo_lib/cli/ that expose add_commands(subparsers).
-AREAS = ["train"]
+AREAS = ["train", "config", "registry", "evaluate", "pipeline", "bank"]
 
 
 def build_parser() -> argparse.ArgumentParser:
