@@ -10,7 +10,7 @@ import sys
 from seppo_lib import __version__
 
 # Modules under seppo_lib/cli/ that expose add_commands(subparsers).
-AREAS = ["train", "config", "registry", "evaluate", "pipeline", "bank"]
+AREAS = ["train", "config", "registry", "evaluate", "pipeline", "bank", "world", "bench"]
 
 
 def build_parser() -> argparse.ArgumentParser:

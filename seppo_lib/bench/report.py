@@ -1,0 +1,108 @@
+"""Aggregate benchmark runs across seeds (mean and 95% t-interval) and format the markdown table."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from seppo_lib.bench.scoring import ATTRIBUTE_KEYS
+from seppo_lib.evaluation.stats import mean_ci_t
+
+
+def _stat(values: list[float]) -> dict[str, Any]:
+    """Mean and 95% t-interval across seeds (lo/hi None from a single value)."""
+    lo: float | None
+    hi: float | None
+    if len(values) >= 2 and max(values) > min(values):
+        mean, lo, hi = mean_ci_t(values)
+    else:
+        mean = float(np.mean(values))
+        lo = hi = mean if len(values) >= 2 else None
+    return {"mean": mean, "lo": lo, "hi": hi, "n": len(values), "values": values}
+
+
+def _curve(runs: list[dict[str, Any]], base_first: dict[str, float] | None, key: str) -> dict[str, Any]:
+    """Per-round mean (and t-interval) across seeds of a per-round quantity; round 0 is the base model."""
+    n_rounds = max(len(r["rounds"]) for r in runs)
+    out: dict[str, Any] = {"round": [], "mean": [], "lo": [], "hi": []}
+    if key == "test_first" and base_first is not None:
+        out["round"].append(0)
+        for name in ("mean", "lo", "hi"):
+            out[name].append(base_first["all"])
+    for k in range(n_rounds):
+        if key == "test_first":
+            values = [r["rounds"][k]["test_first"]["all"] for r in runs if len(r["rounds"]) > k]
+        else:
+            values = [r["rounds"][k]["train_metrics"][key] for r in runs if key in r["rounds"][k]["train_metrics"]]
+        if not values:
+            continue
+        s = _stat(values)
+        out["round"].append(k + 1)
+        for name in ("mean", "lo", "hi"):
+            out[name].append(s[name])
+    return out
+
+
+def _err_gap(runs: list[dict[str, Any]], k: int) -> float | None:
+    """Mean over seeds of round k's e_θ(x_w) - e_ref(x_w) (None for sft, which has no reference)."""
+    metrics = [r["rounds"][k]["train_metrics"] for r in runs]
+    if not all("err_ref_w" in m for m in metrics):
+        return None
+    return float(np.mean([m["err_policy_w"] - m["err_ref_w"] for m in metrics]))
+
+
+def aggregate(base: dict[str, Any], runs: list[dict[str, Any]], methods: list[str], with_base: bool) -> dict[str, Any]:
+    """method -> {"test": {attr: stat}, "train": {...}, "gap": stat, curves, reference accuracy per round}."""
+    out: dict[str, Any] = {}
+    if with_base:
+        out["base"] = {
+            split: {key: _stat([base[split][key]]) for key in ATTRIBUTE_KEYS if key in base[split]} for split in ("test", "train")
+        }
+        out["base"]["gap"] = _stat([base["train"]["all"] - base["test"]["all"]])
+    for method in methods:
+        mine = [r for r in runs if r["method"] == method]
+        if not mine:
+            continue
+        entry: dict[str, Any] = {}
+        for split in ("test", "train"):
+            entry[split] = {
+                key: _stat([r["final"][split][key] for r in mine]) for key in ATTRIBUTE_KEYS if key in mine[0]["final"][split]
+            }
+        entry["gap"] = _stat([r["final"]["train"]["all"] - r["final"]["test"]["all"] for r in mine])
+        entry["accuracy_vs_round"] = _curve(mine, base.get("test_first"), "test_first")
+        entry["flip_rate_vs_round"] = _curve(mine, None, "flip_rate")
+        entry["err_gap_w_vs_round"] = [_err_gap(mine, k) for k in range(len(mine[0]["rounds"]))]
+        entry["reference_accuracy_vs_round"] = [
+            None if mine[0]["rounds"][k]["reference_accuracy"] is None
+            else float(np.mean([r["rounds"][k]["reference_accuracy"] for r in mine]))
+            for k in range(len(mine[0]["rounds"]))
+        ]
+        entry["train_seconds"] = float(np.mean([r["train_seconds"] for r in mine]))
+        out[method] = entry
+    return out
+
+
+def fmt(stat: dict[str, Any]) -> str:
+    """'0.412 ± 0.031' (half-width of the 95% interval), or '0.412' without an interval."""
+    if stat["lo"] is None:
+        return f"{stat['mean']:.3f}"
+    return f"{stat['mean']:.3f} ± {(stat['hi'] - stat['lo']) / 2:.3f}"
+
+
+def markdown_table(summary: dict[str, Any], n_seeds: int) -> str:
+    """Held-out accuracy per attribute and overall, train-prompt accuracy and the gap, per method."""
+    header = ["method", "test all", "colour", "shape", "count", "relation", "train all", "train − test"]
+    lines = [
+        f"Accuracy (fraction of images the world scorer accepts); mean ± 95% t-interval half-width over {n_seeds} seed(s).",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
+    for method, entry in summary.items():
+        test = entry["test"]
+        cells = [method, fmt(test["all"])]
+        cells += [fmt(test[key]) if key in test else "—" for key in ("colour", "shape", "count", "relation")]
+        cells += [fmt(entry["train"]["all"]), fmt(entry["gap"])]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)

