@@ -16,8 +16,12 @@ PIP="$VENV/bin/python -m pip"
 TORCH=$(grep -E '^torch==' requirements/constraints.txt | cut -d= -f3)
 if ! "$VENV/bin/python" -c "import torch, sys; sys.exit(0 if torch.__version__.split('+')[0]=='$TORCH' else 1)" 2>/dev/null; then
   echo "[install] torch $TORCH (CPU wheel)"
-  $PIP install -q --disable-pip-version-check "torch==$TORCH" \
-    --find-links /opt/wheels --extra-index-url https://download.pytorch.org/whl/cpu
+  if ls /opt/wheels/torch-"$TORCH"+cpu-*.whl >/dev/null 2>&1; then
+    SOURCE=(--find-links /opt/wheels)          # the machine's local CPU wheel
+  else
+    SOURCE=(--extra-index-url https://download.pytorch.org/whl/cpu)
+  fi
+  $PIP install -q --disable-pip-version-check "torch==$TORCH" "${SOURCE[@]}"
 fi
 echo "[install] seppo + pinned dependencies"
 $PIP install -q --disable-pip-version-check -c requirements/constraints.txt -e ".[test]"
