@@ -7,6 +7,8 @@ tensor functions so they can be checked on hand-computed numbers.
 
 from __future__ import annotations
 
+import abc
+
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -115,7 +117,7 @@ class _ClipEmbedder:
         )
 
 
-class _PairScorer:
+class _PairScorer(abc.ABC):
     """Shared batching for scorers that compare image i with prompt i through CLIP embeddings."""
 
     name = ""
@@ -124,8 +126,9 @@ class _PairScorer:
         model, processor = load_clip(self.name, path, device)
         self.embedder = _ClipEmbedder(model, processor, device, batch_size)
 
+    @abc.abstractmethod
     def _formula(self, image_embs: torch.Tensor, text_embs: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """Per-pair score from normalized image and text embeddings."""
 
     def score(self, images: list[Image.Image], prompts: list[str]) -> list[float]:
         check_pairs(images, prompts)
