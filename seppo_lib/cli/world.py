@@ -51,12 +51,14 @@ def _pretrain(args: argparse.Namespace) -> int:
     _threads(args)
     recipe = Recipe(
         seed=args.seed, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-        wrong_fraction=args.wrong_fraction, blur_fraction=args.blur_fraction,
+        wrong_fraction=args.wrong_fraction, blur_fraction=args.blur_fraction, warmup_steps=args.warmup_steps,
+        init_from=str(args.init_from) if args.init_from else None,
     )
     command = shlex.join([
         "seppo", "world", "pretrain", "--out", str(args.out), "--steps", str(args.steps), "--batch-size", str(args.batch_size),
         "--lr", str(args.lr), "--seed", str(args.seed), "--wrong-fraction", str(args.wrong_fraction),
-        "--blur-fraction", str(args.blur_fraction), "--threads", str(args.threads),
+        "--blur-fraction", str(args.blur_fraction), "--warmup-steps", str(args.warmup_steps), "--threads", str(args.threads),
+        *(["--init-from", str(args.init_from)] if args.init_from else []),
     ])
     start = time.time()
     doc = pretrain(args.out, recipe, save_every=args.save_every, command=command)
@@ -110,12 +112,14 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
     p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"images per step (default {d.batch_size})")
     p.add_argument("--lr", type=float, default=d.lr, help=f"AdamW learning rate, constant after warmup (default {d.lr})")
     p.add_argument("--seed", type=int, default=d.seed, help="seed of the data stream, init and noise")
+    p.add_argument("--warmup-steps", type=int, default=d.warmup_steps, help=f"linear LR warmup steps (default {d.warmup_steps})")
+    p.add_argument("--init-from", help="start from this model folder's weights (a second recipe stage) instead of random init")
     p.add_argument("--wrong-fraction", type=float, default=d.wrong_fraction,
                    help=f"fraction of images showing one wrong attribute under the true caption (default {d.wrong_fraction})")
     p.add_argument("--blur-fraction", type=float, default=d.blur_fraction,
                    help=f"fraction of Gaussian-blurred images (default {d.blur_fraction})")
     p.add_argument("--save-every", type=int, default=0, help="also write EMA snapshots <out>.step-N every N steps")
-    p.add_argument("--eval-prompts", type=int, default=64,
+    p.add_argument("--eval-prompts", type=int, default=40,
                    help="measure accuracy on this many balanced test and train prompts afterwards (0 = skip)")
     p.add_argument("--eval-samples", type=int, default=4, help="samples per prompt for the accuracy measurement")
     p.add_argument("--eval-seed", type=int, default=1234, help="seed of the measurement's prompts and samples")
@@ -151,10 +155,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
         "accuracy", help="measure a model's ground-truth accuracy on test and train prompts",
         description="Sample a model folder on balanced held-out (test) and training prompts with the sampler of the "
         "'world' preset and print the world scorer's per-attribute accuracy.",
-        epilog="example: seppo world accuracy --model seppo_lib/world/base_model --prompts 64 --samples 4",
+        epilog="example: seppo world accuracy --model seppo_lib/world/base_model --prompts 40 --samples 4",
     )
     p.add_argument("--model", required=True, help="model folder")
-    p.add_argument("--prompts", type=int, default=64, help="prompts per split (half count, half relation)")
+    p.add_argument("--prompts", type=int, default=40, help="prompts per split, half count and half relation (test has 23 count prompts: at most 46)")
     p.add_argument("--samples", type=int, default=4, help="samples per prompt")
     p.add_argument("--seed", type=int, default=1234, help="seed of the prompts and sample noise")
     p.add_argument("--record", action="store_true", help="write the result into the model's recipe.json")

@@ -69,7 +69,7 @@ class Recipe:
     attention_head_dim: int = 32
     norm_num_groups: int = 8
     beta_schedule: str = "squaredcos_cap_v2"
-    extra: dict[str, Any] = field(default_factory=dict)
+    init_from: str | None = None
 
     def check(self) -> None:
         for name in ("count_fraction", "wrong_fraction", "blur_fraction", "caption_dropout"):
@@ -77,6 +77,8 @@ class Recipe:
                 raise DataError(f"recipe {name}={getattr(self, name)} must be in [0, 1]")
         if self.steps < 1 or self.batch_size < 1:
             raise DataError(f"recipe steps={self.steps} and batch_size={self.batch_size} must be >= 1")
+        if self.init_from is not None and not (Path(self.init_from) / "recipe.json").is_file():
+            raise DataError(f"--init-from {self.init_from} is not a model folder written by `seppo world pretrain` (no recipe.json)")
 
 
 def build_unet(recipe: Recipe) -> torch.nn.Module:
@@ -210,6 +212,70 @@ def _snapshot(out: Path, step: int) -> Path:
     return out.with_name(f"{out.name}.step-{step:06d}")
 
 
+@dataclass
+class _State:
+    """What one pretraining run updates step by step."""
+
+    unet: torch.nn.Module
+    scheduler: Any
+    opt: torch.optim.Optimizer
+    lr_sched: Any
+    ema: Ema
+    stream: WorldStream
+    gen: torch.Generator
+    cond_table: torch.Tensor
+    uncond: torch.Tensor
+    snr_weight: torch.Tensor
+    totals: dict[str, int] = field(default_factory=lambda: {"wrong": 0, "blur": 0, "images": 0})
+    losses: list[float] = field(default_factory=list)
+
+
+def _initial_unet(recipe: Recipe) -> torch.nn.Module:
+    """A fresh UNet, or (stage 2 of a recipe) the weights of the model folder `init_from`."""
+    if recipe.init_from is None:
+        return build_unet(recipe)
+    from seppo_lib.models import load_unet
+
+    return load_unet(Path(recipe.init_from) / "unet")
+
+
+def _setup(recipe: Recipe) -> _State:
+    torch.manual_seed(recipe.seed)
+    unet, scheduler = _initial_unet(recipe), build_scheduler(recipe)
+    texts = [p.text for p in split_prompts("train")]
+    cond_table, uncond = encode_captions(text_model(unet, scheduler), texts, recipe.max_caption_tokens)
+    opt = torch.optim.AdamW(unet.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+    warm = max(recipe.warmup_steps, 1)
+    lr_sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm))
+    return _State(
+        unet, scheduler, opt, lr_sched, Ema(unet, recipe.ema_decay), WorldStream(recipe),
+        torch.Generator().manual_seed(recipe.seed), cond_table, uncond, min_snr_weights(scheduler, recipe.min_snr_gamma),
+    )
+
+
+def _step(st: _State, recipe: Recipe, step: int) -> None:
+    """One optimizer update on a fresh batch of the stream (caption dropout, shared noise helpers)."""
+    pixels, idx, counts = st.stream.batch(recipe.batch_size)
+    for key, value in counts.items():
+        st.totals[key] += value
+    st.totals["images"] += len(idx)
+    drop = torch.rand(len(idx), generator=st.gen) < recipe.caption_dropout
+    cond = torch.where(drop[:, None, None], st.uncond.expand(len(idx), -1, -1), st.cond_table[idx])
+    draw = NoiseDraw(
+        timesteps=torch.randint(0, st.scheduler.config.num_train_timesteps, (len(idx),), generator=st.gen),
+        noise=torch.randn(pixels.shape, generator=st.gen),
+    )
+    errors = model_errors(st.unet, make_pair_batch(st.scheduler, pixels, None, cond, draw))
+    loss = (errors * st.snr_weight[draw.timesteps]).mean()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(st.unet.parameters(), recipe.max_grad_norm)
+    st.opt.step()
+    st.lr_sched.step()
+    st.opt.zero_grad(set_to_none=True)
+    st.ema.update(st.unet, step)
+    st.losses.append(loss.item())
+
+
 def pretrain(out: str | Path, recipe: Recipe, *, save_every: int = 0, command: str = "") -> dict[str, Any]:
     """Train the base model by `recipe` and write it to `out`; returns the recipe.json document.
 
@@ -217,75 +283,43 @@ def pretrain(out: str | Path, recipe: Recipe, *, save_every: int = 0, command: s
     """
     recipe.check()
     out = Path(out)
-    torch.manual_seed(recipe.seed)
-    unet, scheduler = build_unet(recipe), build_scheduler(recipe)
-    texts = [p.text for p in split_prompts("train")]
-    cond_table, uncond = encode_captions(text_model(unet, scheduler), texts, recipe.max_caption_tokens)
-    opt = torch.optim.AdamW(unet.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
-    warm = max(recipe.warmup_steps, 1)
-    lr_sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm))
-    ema = Ema(unet, recipe.ema_decay)
-    snr_weight = min_snr_weights(scheduler, recipe.min_snr_gamma)
-    stream = WorldStream(recipe)
-    gen = torch.Generator().manual_seed(recipe.seed)
-    totals = {"wrong": 0, "blur": 0, "images": 0}
-    losses: list[float] = []
-    start, cpu_start = time.time(), time.process_time()
-    unet.train()
+    st = _setup(recipe)
+    starts = (time.time(), time.process_time())
+    st.unet.train()
     bar = tqdm(range(1, recipe.steps + 1), desc="pretrain world base", unit="step", disable=None)
     for step in bar:
-        pixels, idx, counts = stream.batch(recipe.batch_size)
-        for key, value in counts.items():
-            totals[key] += value
-        totals["images"] += len(idx)
-        drop = torch.rand(len(idx), generator=gen) < recipe.caption_dropout
-        cond = torch.where(drop[:, None, None], uncond.expand(len(idx), -1, -1), cond_table[idx])
-        draw = NoiseDraw(
-            timesteps=torch.randint(0, scheduler.config.num_train_timesteps, (len(idx),), generator=gen),
-            noise=torch.randn(pixels.shape, generator=gen),
-        )
-        errors = model_errors(unet, make_pair_batch(scheduler, pixels, None, cond, draw))
-        loss = (errors * snr_weight[draw.timesteps]).mean()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(unet.parameters(), recipe.max_grad_norm)
-        opt.step()
-        lr_sched.step()
-        opt.zero_grad(set_to_none=True)
-        ema.update(unet, step)
-        losses.append(loss.item())
+        _step(st, recipe, step)
         if step % 50 == 0:
-            bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
-            logger.debug("step %d loss %.4f", step, np.mean(losses[-50:]))
+            bar.set_postfix(loss=f"{np.mean(st.losses[-50:]):.4f}")
+            logger.debug("step %d loss %.4f", step, np.mean(st.losses[-50:]))
         if save_every and step % save_every == 0 and step < recipe.steps:
-            _save(_snapshot(out, step), unet, ema, scheduler, replace(recipe, steps=step), totals, losses, (start, cpu_start), command)
-    return _save(out, unet, ema, scheduler, recipe, totals, losses, (start, cpu_start), command)
+            _save(_snapshot(out, step), st, replace(recipe, steps=step), starts, command)
+    return _save(out, st, recipe, starts, command)
 
 
-def _save(
-    out: Path, unet: torch.nn.Module, ema: Ema, scheduler, recipe: Recipe,  # type: ignore[no-untyped-def]
-    totals: dict[str, int], losses: list[float], starts: tuple[float, float], command: str,
-) -> dict[str, Any]:
+def _save(out: Path, st: _State, recipe: Recipe, starts: tuple[float, float], command: str) -> dict[str, Any]:
     import copy
 
-    start, cpu_start = starts
-    frozen = copy.deepcopy(unet)
-    ema.copy_to(frozen)
-    doc = {
+    frozen = copy.deepcopy(st.unet)
+    st.ema.copy_to(frozen)
+    doc: dict[str, Any] = {
         "command": command,
         "recipe": asdict(recipe),
         "data": {
             "source": "seppo_lib.world renders of split_prompts('train'), streamed (no test prompt is ever seen)",
-            "images_seen": totals["images"],
-            "wrong_attribute_images": totals["wrong"],
-            "blurred_images": totals["blur"],
+            "images_seen": st.totals["images"],
+            "wrong_attribute_images": st.totals["wrong"],
+            "blurred_images": st.totals["blur"],
         },
-        "train_loss_last_100": float(np.mean(losses[-100:])),
-        "wall_seconds": round(time.time() - start, 1),
-        "cpu_seconds": round(time.process_time() - cpu_start, 1),
+        "train_loss_last_100": float(np.mean(st.losses[-100:])),
+        "wall_seconds": round(time.time() - starts[0], 1),
+        "cpu_seconds": round(time.process_time() - starts[1], 1),
         "torch_threads": torch.get_num_threads(),
         "parameters": sum(p.numel() for p in frozen.parameters()),
     }
-    write_model(out, frozen, scheduler, doc)
+    if recipe.init_from is not None:
+        doc["init_from"] = json.loads((Path(recipe.init_from) / "recipe.json").read_text())
+    write_model(out, frozen, st.scheduler, doc)
     logger.info("wrote %s (step %d, loss %.4f)", out, recipe.steps, doc["train_loss_last_100"])
     return doc
 

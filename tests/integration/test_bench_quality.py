@@ -14,13 +14,6 @@ from seppo_lib.bench.quality import BenchOptions, grid_indices, run_benchmark
 from seppo_lib.bench.scoring import balanced_prompts
 from seppo_lib.config import ConfigError
 
-from seppo_lib.config import PRESET_DIR  # noqa: E402
-from seppo_lib.models import BUILTIN_WORLD_BASE  # noqa: E402
-
-if not (BUILTIN_WORLD_BASE / "unet").is_dir() or not (PRESET_DIR / "bench-quality.yaml").is_file():
-    # The world base model (issue 3) is trained by `seppo world pretrain` and not shipped yet.
-    pytest.skip("builtin:world-base is not shipped yet (run `seppo world pretrain`)", allow_module_level=True)
-
 #: 1 round of 1 update on 8 rows, 2-step sampler: the plumbing, not the numbers.
 TINY_BUDGET = (
     "data.max_rows=8", "data.shard_size=8", "train.updates_per_round=1", "train.batch_size=2",

@@ -16,10 +16,6 @@ from seppo_lib.models import BUILTIN_WORLD_BASE, load_model
 from seppo_lib.world.pretrain import Recipe, pretrain
 
 
-if not (BUILTIN_WORLD_BASE / "unet").is_dir():
-    # The world base model (issue 3) is trained by `seppo world pretrain` and not shipped yet.
-    pytest.skip("builtin:world-base is not shipped yet (run `seppo world pretrain`)", allow_module_level=True)
-
 MAX_WEIGHT_BYTES = 20 * 1024 * 1024
 TINY = dict(
     steps=3, batch_size=2, warmup_steps=1, block_out_channels=(8, 16, 16), attention_head_dim=8, norm_num_groups=8,
