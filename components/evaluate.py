@@ -47,6 +47,9 @@ def evaluate(
         metrics.log_metric(f"{scorer}_candidate_mean", float(summary["candidate"]["mean"]))
         metrics.log_metric(f"{scorer}_champion_mean", float(summary["champion"]["mean"]))
         metrics.log_metric(f"{scorer}_win_rate", float(summary["win_rate"]["rate"]))
+    for name, values in (result.get("set_metrics") or {}).items():  # video: fvd / fid, set-level
+        metrics.log_metric(f"{name}_candidate", float(values["candidate"]))
+        metrics.log_metric(f"{name}_champion", float(values["champion"]))
     gate = result["gate"]
     with open(os.path.join(report.path, "metrics.json"), "rb") as f:
         metrics_md5 = hashlib.md5(f.read()).hexdigest()

@@ -122,13 +122,27 @@ class SamplingConfig(_Section):
 
 
 class EvalConfig(_Section):
-    prompts: str = Field("builtin:world-test", description="Prompt set: file (txt/jsonl/parquet/tsv/json) or builtin:world-test.")
+    prompts: str = Field(
+        "builtin:world-test",
+        description="Prompt set: a file (txt/jsonl/parquet/tsv/json, local or s3://), builtin:world-test / "
+        "builtin:world-train (image world) or builtin:world-video-test / builtin:world-video-train (video world).",
+    )
     max_prompts: int | None = Field(64, ge=1, description="Use at most this many prompts (None = all).")
-    images_per_prompt: int = Field(1, ge=1, description="Samples per prompt.")
+    images_per_prompt: int = Field(1, ge=1, description="Samples (images, or clips for video) per prompt.")
     seed: int = Field(1234, ge=0, description="Base seed of evaluation samples (same for candidate and champion).")
-    scorers: list[str] = Field(["world"], description="Scorers: world, pickscore, clip, aesthetic, hpsv2, imagereward.")
-    scorer_paths: dict[str, str] = Field({}, description="Local/S3 weight locations per scorer name.")
-    gate_metric: str = Field("world", description="Metric whose mean decides promotion.")
+    scorers: list[str] = Field(
+        ["world"],
+        description="Scorers. Image models: world, pickscore, clip, aesthetic, hpsv2, imagereward. Video models: "
+        "world_motion, psnr, ssim (per clip), fvd, fid (set-level Fréchet distances, lower is better).",
+    )
+    scorer_paths: dict[str, str] = Field(
+        {},
+        description="Local/S3 locations per scorer name: image scorer weights; video: fvd / fid feature-extractor "
+        "folders and reference_clips (video folder with metadata.jsonl; unset = the video world's ground-truth renders).",
+    )
+    gate_metric: str = Field(
+        "world", description="Metric whose mean decides promotion (fvd / fid: the set-level value, with registry.gate_direction=lower)."
+    )
     bootstrap: int = Field(1000, ge=100, description="Bootstrap resamples for win-rate confidence intervals.")
 
 

@@ -39,6 +39,8 @@ def summary_table(metrics: dict[str, Any]) -> str:
         rows.append(
             (name, f"{s['candidate']['mean']:.4g}", f"{s['champion']['mean']:.4g}", f"{w['rate']:.3f} [{w['lo']:.3f}, {w['hi']:.3f}]")
         )
+    for name, v in (metrics.get("set_metrics") or {}).items():
+        rows.append((name, f"{v['candidate']:.4g}", f"{v['champion']:.4g}", "set-level, lower is better"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(r)).rstrip() for r in rows]
     g = metrics["gate"]
@@ -56,9 +58,10 @@ def _evaluate(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else default_output(cfg, args.model)
     metrics = evaluate.run(cfg, args.model, out, champion=args.against)
     print(f"{metrics['candidate']} vs {metrics['champion']}: "
-          f"{metrics['n_prompts']} prompts x {metrics['images_per_prompt']} image(s)")
+          f"{metrics['n_prompts']} prompts x {metrics['images_per_prompt']} {'clip' if 'video' in metrics else 'image'}(s)")
     print(summary_table(metrics))
-    print(f"report: {out} (metrics.json, per_prompt.csv, grid.png, hist_<scorer>.png)")
+    grid = "grid.gif" if "video" in metrics else "grid.png"
+    print(f"report: {out} (metrics.json, per_prompt.csv, {grid}, hist_<scorer>.png)")
     return 0
 
 
@@ -67,14 +70,15 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
         "evaluate", help="sample and score a model against a champion (default: the base model)",
         description="Sample --model and --against (default: model.pretrained) on the same prompts and seeds "
         "with the config's sampler, score both with eval.scorers, and write a report (metrics.json, "
-        "per_prompt.csv, grid.png, hist_<scorer>.png) with per-scorer means, bootstrap CIs, the paired "
-        "win rate and the promotion gate (eval.gate_metric, registry.gate_direction, registry.min_margin).",
+        "per_prompt.csv, grid.png or grid.gif for video, hist_<scorer>.png) with per-scorer means, bootstrap CIs, "
+        "the paired win rate and the promotion gate (eval.gate_metric, registry.gate_direction, registry.min_margin).",
         epilog="example: seppo evaluate --config tiny --model bank:ckpt-000012 --prompts builtin:world-test --n 16",
     )
     p.add_argument("--model", required=True, metavar="URI",
                    help="candidate: bank:<ckpt id> of this run's bank, a model folder, s3:// URI or builtin:<name>")
     p.add_argument("--prompts", metavar="FILE", default=None,
-                   help="prompt set (.txt/.jsonl/.parquet/.tsv/.json, s3:// or builtin:world-test); default eval.prompts")
+                   help="prompt set (.txt/.jsonl/.parquet/.tsv/.json, s3://, builtin:world-test or "
+                   "builtin:world-video-test); default eval.prompts")
     p.add_argument("--against", metavar="URI", default=None,
                    help="champion to compare with (same forms as --model); default model.pretrained")
     p.add_argument("--out", "-o", metavar="DIR", default=None,

@@ -32,7 +32,8 @@ def _run(args: argparse.Namespace) -> int:
     print(f"model:    bank:{res.checkpoint} (pointer {res.model_pointer})")
     if res.exported_model:
         print(f"          exported model folder: {res.exported_model}")
-    print(f"report:   {res.report_dir} (metrics.json, per_prompt.csv, grid.png, hist_*.png)")
+    grid = "grid.gif" if (res.report_dir / "grid.gif").is_file() else "grid.png"
+    print(f"report:   {res.report_dir} (metrics.json, per_prompt.csv, {grid}, hist_*.png)")
     if res.registration:
         reg = res.registration
         print(f"registry: gate passed -> {reg.get('model_name', '?')} v{reg.get('version', '?')} ({reg.get('decision', '?')})")

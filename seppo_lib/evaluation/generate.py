@@ -1,4 +1,4 @@
-"""Sampling images for evaluation: the same prompts and seeds for every model compared.
+"""Sampling for evaluation: the same prompts and seeds for every model compared.
 
 Sample (prompt i, image j) uses seed `sample_seed(eval.seed, 0, i * images_per_prompt + j)`,
 so a candidate and its champion are compared on identical initial noise. Sampler settings come
@@ -11,6 +11,7 @@ import gc
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -23,6 +24,8 @@ from seppo_lib.models import DiffusionModel, load_model
 from seppo_lib.sampling import sample_latents, sample_seed
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -62,7 +65,7 @@ def generate_images(
 ) -> list[Image.Image]:
     """One image per plan entry, sampled with `cfg.sampling` at `cfg.data.resolution`."""
     if model.is_video:
-        raise ModelError(f"{model.source} is a video model; the evaluate step scores images only")
+        raise ModelError(f"{model.source} is a video model; sample it with seppo_lib.evaluation.video_eval.generate_clips")
     s = cfg.sampling
     shape = model.latent_shape(cfg.data.resolution)
     uncond = model.encode_prompts([""], cfg.data.max_caption_tokens)
@@ -97,14 +100,15 @@ def sample_model(
     plan: list[EvalSample],
     device: torch.device | str,
     on_batch: Callable[[int], None] | None = None,
-) -> list[Image.Image]:
-    """Load the model in `folder` (shown as `uri`), sample `plan`, and free the model."""
-    logger.info("sampling %d evaluation images from %s", len(plan), uri)
+    generate: Callable[[DiffusionModel, SeppoConfig, list[EvalSample], Callable[[int], None] | None], T] = generate_images,  # type: ignore[assignment]
+) -> T:
+    """Load the model in `folder` (shown as `uri`), sample `plan` with `generate`, and free the model."""
+    logger.info("sampling %d evaluation samples from %s", len(plan), uri)
     model = load_model(folder, cfg.bank.cache_dir).to(device)
     model.source = uri
     model.unet.eval()
     try:
-        return generate_images(model, cfg, plan, on_batch)
+        return generate(model, cfg, plan, on_batch)
     finally:
         del model
         if torch.device(device).type == "cuda":  # hand the memory back before the next model loads

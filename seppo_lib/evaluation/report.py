@@ -82,11 +82,17 @@ def gate_passes(candidate: float, champion: float, direction: Direction, min_mar
     return improvement > 0 and enough
 
 
-def gate_decision(scorers: dict[str, Any], metric: str, direction: Direction, min_margin: float) -> dict[str, Any]:
-    """The "gate" block of metrics.json from the scorer summaries (means of `metric`)."""
-    if metric not in scorers:
-        raise ValueError(f"gate metric {metric!r} is not among the scored metrics ({', '.join(scorers)})")
-    cand, champ = scorers[metric]["candidate"]["mean"], scorers[metric]["champion"]["mean"]
+def gate_decision(
+    scorers: dict[str, Any], metric: str, direction: Direction, min_margin: float, set_metrics: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The "gate" block of metrics.json: means of a per-sample `metric`, or the values of a set-level one."""
+    if metric in scorers:
+        cand, champ = scorers[metric]["candidate"]["mean"], scorers[metric]["champion"]["mean"]
+    elif set_metrics and metric in set_metrics:
+        cand, champ = set_metrics[metric]["candidate"], set_metrics[metric]["champion"]
+    else:
+        scored = [*scorers, *(set_metrics or {})]
+        raise ValueError(f"gate metric {metric!r} is not among the scored metrics ({', '.join(scored)})")
     return {
         "metric": metric,
         "direction": direction,
@@ -109,8 +115,13 @@ def build_metrics(
     n_boot: int,
     seed: int,
     config_hash: str,
+    set_metrics: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """The metrics.json document. `gate` = (metric, direction, min_margin)."""
+    """The metrics.json document. `gate` = (metric, direction, min_margin).
+
+    `set_metrics` (video: FVD / FID) are set-level numbers {name: {"candidate", "champion", ...}}
+    with no per-prompt statistics; they appear as "set_metrics" and may be the gate metric.
+    """
     if set(candidate) != set(champion):
         raise ValueError(f"candidate scorers {sorted(candidate)} differ from champion scorers {sorted(champion)}")
     scorers = {
@@ -119,15 +130,18 @@ def build_metrics(
     for name, summary in scorers.items():
         if summary["win_rate"]["n"] != n_prompts:
             raise ValueError(f"{name}: {summary['win_rate']['n']} prompts scored but n_prompts={n_prompts}")
-    return {
+    doc = {
         "candidate": candidate_uri,
         "champion": champion_uri,
         "n_prompts": n_prompts,
         "images_per_prompt": images_per_prompt,
         "scorers": scorers,
-        "gate": gate_decision(scorers, *gate),
+        "gate": gate_decision(scorers, *gate, set_metrics=set_metrics),
         "config_hash": config_hash,
     }
+    if set_metrics is not None:
+        doc["set_metrics"] = set_metrics
+    return doc
 
 
 def write_per_prompt_csv(path: str | Path, plan: Sequence[EvalSample], candidate: Scores, champion: Scores) -> Path:

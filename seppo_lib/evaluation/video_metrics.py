@@ -108,7 +108,7 @@ def sample_clips(
     frames: int,
     max_tokens: int,
 ) -> Tensor:
-    """One clip per (text, seed) with the project's sampler: (N, 3, F, H, W) pixels in [0, 1]."""
+    """One clip per (text, seed) with the project's sampler: (N, 3, F, H, W) pixels in [0, 1] on the CPU."""
     if not model.is_video:
         raise ModelError(f"{model.source} is an image model ({type(model.unet).__name__}); sample_clips needs a video UNet")
     latents = sample_latents(
@@ -124,7 +124,8 @@ def sample_clips(
         eta=sampling.eta,
         batch_size=sampling.batch_size,
     )
-    return model.decode_latents(latents)
+    device = next(model.unet.parameters()).device  # sample_latents returns CPU latents; the VAE may be on a GPU
+    return model.decode_latents(latents.to(device)).cpu()
 
 
 def world_scores(clips: Tensor, prompts: Sequence[str]) -> list[dict[str, float]]:
@@ -250,18 +251,30 @@ def frechet_distance(a: Tensor | np.ndarray, b: Tensor | np.ndarray) -> float:
     return float(((mu_x - mu_y) ** 2).sum() + np.trace(s_x) + np.trace(s_y) - 2 * np.trace(covmean.real))
 
 
-def fvd(extractor: FeatureExtractor, clips: Tensor, reference: Tensor) -> float:
+def embed(extractor: FeatureExtractor, clips: Tensor, batch_size: int = 8) -> Tensor:
+    """Features of (B, 3, F, H, W) clips, `batch_size` clips per forward pass.
+
+    Float clips are pixels in [0, 1]; uint8 clips (as `to_uint8_clips` makes, channels first) are
+    scaled by 1/255 first.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    chunks = [c.float() / 255 if c.dtype == torch.uint8 else c for c in clips.split(batch_size)]
+    return torch.cat([extractor(c) for c in chunks])
+
+
+def fvd(extractor: FeatureExtractor, clips: Tensor, reference: Tensor, batch_size: int = 8) -> float:
     """Fréchet distance between clip embeddings of generated and reference clips ("video" extractor)."""
     if extractor.kind != "video":
         raise ModelError("FVD needs a video feature extractor (VideoMAE); this one embeds frames: use fid_frames")
-    return frechet_distance(extractor(clips), extractor(reference))
+    return frechet_distance(embed(extractor, clips, batch_size), embed(extractor, reference, batch_size))
 
 
-def fid_frames(extractor: FeatureExtractor, clips: Tensor, reference: Tensor) -> float:
+def fid_frames(extractor: FeatureExtractor, clips: Tensor, reference: Tensor, batch_size: int = 8) -> float:
     """Fréchet distance between frame embeddings of generated and reference clips ("image" extractor)."""
     if extractor.kind != "image":
         raise ModelError("FID over frames needs an image feature extractor (CLIP vision, ViT, DINOv2, SigLIP)")
-    return frechet_distance(extractor(clips), extractor(reference))
+    return frechet_distance(embed(extractor, clips, batch_size), embed(extractor, reference, batch_size))
 
 
 # ---- sample grids ----------------------------------------------------------------------

@@ -2,38 +2,51 @@
 
 The champion defaults to the base model `model.pretrained` (the pipeline passes the registry
 champion's folder when there is one). Both models are sampled with `cfg.sampling` on
-`eval.prompts`; the report (metrics.json, per_prompt.csv, grid.png, hist_<scorer>.png and,
-with a training history, training_curves.png) goes to `output_dir`. See
-`seppo_lib.evaluation.report` for the files and docs/metrics.md for the statistics and the gate.
+`eval.prompts` with the same per-sample seeds (`eval_plan`).
+
+- **Image models**: images at `data.resolution`, scored by the image scorers of `eval.scorers`
+  (`seppo_lib.evaluation.scorers`); report: metrics.json, per_prompt.csv, grid.png,
+  hist_<scorer>.png and, with a training history, training_curves.png
+  (`seppo_lib.evaluation.report`).
+- **Video models** (a video UNet, `data.format: video` or `data.source: builtin:world-video`):
+  clips at `data.resolution` x `data.num_frames`, scored per clip by `world_motion`, `psnr`,
+  `ssim` and as sets by `fvd` / `fid` against reference clips; the same metrics.json (plus
+  "set_metrics" and "video") and per_prompt.csv, grid.gif instead of grid.png
+  (`seppo_lib.evaluation.video_eval`).
+
+Image scorers on a video model (or the reverse) stop the step before anything is sampled with
+a one-line ConfigError. See docs/metrics.md for the statistics and the gate, docs/video.md for
+the video scorers and what the reference clips are.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
 from tqdm.auto import tqdm
 
-from seppo_lib.config import ConfigError, SeppoConfig
-from seppo_lib.evaluation.generate import eval_plan, sample_model
+from seppo_lib.config import SeppoConfig
+from seppo_lib.evaluation.generate import EvalSample, eval_plan, sample_model
 from seppo_lib.evaluation.prompts import load_prompts
 from seppo_lib.evaluation.report import build_metrics, write_report
+from seppo_lib.evaluation.scorer_choices import check_eval_config, config_is_video, unet_config_is_video
 from seppo_lib.evaluation.scorers import build_scorers
 from seppo_lib.export import resolve_model_uri
 from seppo_lib.steps.common import device
 
 logger = logging.getLogger(__name__)
 
+ModelRef = tuple[str, str, Path]  # (role, URI, local folder)
 
-def check_gate_metric(cfg: SeppoConfig) -> None:
-    """Raise a one-line ConfigError unless eval.gate_metric is one of eval.scorers."""
-    metric, scorers = cfg.eval.gate_metric, cfg.eval.scorers
-    if metric not in scorers:
-        raise ConfigError(
-            f"eval.gate_metric={metric!r} is not one of eval.scorers ({', '.join(scorers) or 'none'}); "
-            f"set eval.gate_metric to one of them or add {metric!r} to eval.scorers"
-        )
+
+def check_gate_metric(cfg: SeppoConfig, video: bool | None = None) -> None:
+    """One-line ConfigError unless eval.scorers fit the model kind (from the config when `video` is None)
+    and eval.gate_metric is one of them."""
+    check_eval_config(cfg, config_is_video(cfg) if video is None else video)
 
 
 def run(
@@ -48,23 +61,45 @@ def run(
     champion_uri = champion or cfg.model.pretrained
     prompts = load_prompts(cfg.eval.prompts, cfg.eval.max_prompts)
     plan = eval_plan(prompts, cfg.eval.images_per_prompt, cfg.eval.seed)
-    dev = device()
+    models = [(role, uri, resolve_model_uri(cfg, uri)) for role, uri in (("candidate", candidate), ("champion", champion_uri))]
+    if config_is_video(cfg) or unet_config_is_video(models[0][2] / "unet" / "config.json"):
+        from seppo_lib.evaluation.video_eval import evaluate_video
+
+        check_gate_metric(cfg, video=True)
+        metrics = evaluate_video(cfg, plan, models, output_dir, history, device())
+    else:
+        metrics = _evaluate_images(cfg, plan, models, output_dir, history)
+    gate = metrics["gate"]
+    logger.info(
+        "%s %s: candidate %.4g vs champion %.4g -> gate %s",
+        gate["metric"], gate["direction"], gate["candidate"], gate["champion"], "passes" if gate["passes"] else "fails",
+    )
+    return metrics
+
+
+def _evaluate_images(
+    cfg: SeppoConfig,
+    plan: list[EvalSample],
+    models: Sequence[ModelRef],
+    output_dir: str | Path,
+    history: list[tuple[int, dict[str, float]]] | None,
+) -> dict[str, Any]:
+    dev: torch.device = device()
     scorers = build_scorers(cfg.eval, str(dev), cache_dir=Path(cfg.bank.cache_dir) / "scorers", storage=cfg.storage)
-    folders = [(role, uri, resolve_model_uri(cfg, uri)) for role, uri in (("candidate", candidate), ("champion", champion_uri))]
     bar = tqdm(total=2 * len(plan), desc="evaluate", unit="img", disable=None)
     images = []
-    for role, uri, folder in folders:
+    for role, uri, folder in models:
         bar.set_description(f"evaluate: sample {role}")
         images.append(sample_model(uri, str(folder), cfg, plan, dev, bar.update))
     bar.close()
     texts = [e.prompt for e in plan]
     cand_scores, champ_scores = ({name: s.score(imgs, texts) for name, s in scorers.items()} for imgs in images)
     metrics = build_metrics(
-        candidate_uri=candidate,
-        champion_uri=champion_uri,
+        candidate_uri=models[0][1],
+        champion_uri=models[1][1],
         candidate=cand_scores,
         champion=champ_scores,
-        n_prompts=len(prompts),
+        n_prompts=plan[-1].prompt_index + 1,
         images_per_prompt=cfg.eval.images_per_prompt,
         gate=(cfg.eval.gate_metric, cfg.registry.gate_direction, cfg.registry.min_margin),
         n_boot=cfg.eval.bootstrap,
@@ -72,9 +107,4 @@ def run(
         config_hash=cfg.config_hash(),
     )
     write_report(output_dir, metrics, plan, (images[0], images[1]), (cand_scores, champ_scores), history)
-    gate = metrics["gate"]
-    logger.info(
-        "%s %s: candidate %.4g vs champion %.4g -> gate %s",
-        gate["metric"], gate["direction"], gate["candidate"], gate["champion"], "passes" if gate["passes"] else "fails",
-    )
     return metrics

@@ -4,7 +4,8 @@ The candidate `bank:<ckpt_id>` is exported as a full model folder (its UNet on t
 model's frozen parts) and registered as a new version of `registry.model_name` (default
 `seppo-<config name>`) from this step's MLflow run. Version tags carry the lineage (config
 hash, bank URI and run id, `seppo.checkpoint` = the bank checkpoint id, which `seppo bank gc`
-protects), every scorer's candidate mean (`seppo.metric.<scorer>`) and the gate decision.
+protects), every scorer's candidate mean (`seppo.metric.<scorer>`; for video also the set-level
+`fvd` / `fid` of metrics.json's "set_metrics") and the gate decision.
 
 The champion score compared against is the one in metrics.json when the evaluation re-scored
 the registry's champion (metrics.json's `champion` is not the base model `model.pretrained`
@@ -31,7 +32,7 @@ from seppo_lib.tracking.steps import step_tracking
 logger = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.json"
-EVAL_ARTIFACTS = ("metrics.json", "per_prompt.csv", "*.png")
+EVAL_ARTIFACTS = ("metrics.json", "per_prompt.csv", "*.png", "*.gif")
 
 
 def model_name(cfg: SeppoConfig) -> str:
@@ -62,16 +63,20 @@ def load_eval_metrics(eval_dir: str | Path) -> dict[str, Any]:
     except ValueError as err:
         raise RegistryError(f"{path} is not valid JSON ({err}); re-run the evaluate step") from None
     scorers = doc.get("scorers") if isinstance(doc, dict) else None
-    if not isinstance(scorers, dict) or not scorers or not isinstance(doc.get("gate"), dict):
+    sets = doc.get("set_metrics") or {} if isinstance(doc, dict) else {}
+    if not isinstance(scorers, dict) or not isinstance(sets, dict) or not (scorers or sets) or not isinstance(doc.get("gate"), dict):
         raise RegistryError(f"{path} has no 'scorers' and 'gate' sections; is this the evaluate step's {METRICS_FILE}?")
     for name, summary in scorers.items():
         _number(((summary or {}).get("candidate") or {}).get("mean"), f"scorers.{name}.candidate.mean", path)
+    for name, values in sets.items():
+        _number((values or {}).get("candidate"), f"set_metrics.{name}.candidate", path)
     return doc
 
 
 def scorer_metrics(doc: dict[str, Any]) -> dict[str, float]:
-    """{scorer: candidate mean, scorer_win_rate: paired win rate} (flattened for tags and metrics)."""
-    out: dict[str, float] = {}
+    """{scorer: candidate mean, scorer_win_rate: paired win rate, set metric (fvd/fid): candidate value}
+    (flattened for tags and metrics)."""
+    out: dict[str, float] = {name: float(values["candidate"]) for name, values in (doc.get("set_metrics") or {}).items()}
     for name, summary in doc["scorers"].items():
         out[name] = float(summary["candidate"]["mean"])
         rate = (summary.get("win_rate") or {}).get("rate")
@@ -131,7 +136,7 @@ def run(cfg: SeppoConfig, candidate: str, eval_dir: str | Path) -> dict[str, Any
     if cfg.eval.gate_metric not in metrics:
         raise RegistryError(
             f"{eval_dir / METRICS_FILE} has no scorer {cfg.eval.gate_metric!r} (eval.gate_metric); "
-            f"scored: {', '.join(doc['scorers'])}"
+            f"scored: {', '.join([*doc['scorers'], *(doc.get('set_metrics') or {})])}"
         )
     uri = resolve_tracking_uri(cfg)
     ensure_reachable(uri)

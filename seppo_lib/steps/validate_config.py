@@ -2,8 +2,9 @@
 
 Parses the config JSON (schema errors come from `SeppoConfig`), then checks what can be
 checked in milliseconds without credentials or torch: local paths exist, a local model
-folder has unet/ and scheduler/, S3 URIs are well formed, the MLflow URI has a known scheme, the gate metric
-is scored, and (on a cluster, `shared_storage=True`) that every location the steps share
+folder has unet/ and scheduler/, S3 URIs are well formed, the MLflow URI has a known scheme, the
+eval scorers fit the model (image scorers for image models, video scorers for video models) and the
+gate metric is scored, and (on a cluster, `shared_storage=True`) that every location the steps share
 is remote, since each step runs in its own pod. A pipeline compiled for one shape (rounds,
 shards, method) also checks that the submitted config has the same shape.
 """
@@ -18,6 +19,7 @@ from urllib.parse import urlsplit
 
 from seppo_lib.config import ConfigError, SeppoConfig
 from seppo_lib.evaluation.prompts import BUILTIN_SPLITS
+from seppo_lib.evaluation.scorer_choices import check_eval_config, config_is_video
 
 MLFLOW_SCHEMES = ("http", "https", "file", "sqlite", "postgresql", "mysql", "mssql", "databricks")
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
@@ -121,11 +123,9 @@ def run(config_json: str, *, expect: dict[str, Any] | None = None, shared_storag
         )
     if cfg.eval.prompts not in BUILTIN_SPLITS:
         _check_location("eval.prompts", cfg.eval.prompts)
-    if cfg.eval.gate_metric not in cfg.eval.scorers:
-        raise ConfigError(
-            f"eval.gate_metric={cfg.eval.gate_metric!r} is not one of eval.scorers ({', '.join(cfg.eval.scorers) or 'none'}); "
-            "set eval.gate_metric to one of them"
-        )
+    # scorers fit the model kind, the gate is scored; scorer weights are checked by the evaluate step (on a
+    # cluster they may be mounted in its pod only)
+    check_eval_config(cfg, video=config_is_video(cfg))
     _check_tracking(cfg, shared_storage)
     return {
         "config_hash": cfg.config_hash(),

@@ -78,6 +78,25 @@ def test_seppo_run_whole_pipeline(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert f"{bank.uri} (initial, " in out
 
 
+def test_seppo_run_video_pipeline_evaluates_clips(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """video-tiny through every task, evaluate included: clips scored by the video scorers, a GIF grid."""
+    overrides = [*_where(tmp_path), "train.n_rounds=1", "train.updates_per_round=1", "sampling.num_inference_steps=2",
+                 "data.max_rows=8", "data.num_frames=4", "eval.max_prompts=2", "eval.bootstrap=100"]  # fmt: skip
+    assert main(["run", "--config", "video-tiny", *overrides]) == 0
+    (run_dir,) = (tmp_path / "work" / "kfp-root").iterdir()
+    tasks = _outputs(run_dir)
+    assert set(tasks) >= {"validate-config", "prepare-data", "sample-reference", "train-round", "evaluate"}
+    report = run_dir / "evaluate" / "report"
+    metrics = json.loads((report / "metrics.json").read_text())
+    assert set(metrics["scorers"]) == {"world_motion", "psnr", "ssim"} and metrics["n_prompts"] == 2
+    assert (metrics["video"]["frames"], metrics["video"]["resolution"]) == (4, 8)
+    assert (report / "grid.gif").is_file() and not (report / "grid.png").exists()
+    assert {"world_motion_candidate_mean", "psnr_champion_mean", "ssim_win_rate"} <= set(_meta(tasks["evaluate"][0], "metrics"))
+    passes = tasks["evaluate"][0]["parameterValues"]["Output"]
+    assert passes is metrics["gate"]["passes"] and ("register" in tasks) is passes
+    assert "grid.gif" in capsys.readouterr().out
+
+
 def test_seppo_run_bad_config_fails_before_any_heavy_step(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     missing = tmp_path / "no-such-data"
     assert main(["run", "--config", "tiny", *_where(tmp_path), f"data.source={missing}"]) == 2

@@ -137,6 +137,15 @@ def test_builtin_world_splits() -> None:
     _raises("builtin:world-val", r"unknown built-in prompt set 'builtin:world-val'; use one of builtin:world-test")
 
 
+def test_builtin_video_world_splits() -> None:
+    from seppo_lib.world.video import motion_split
+
+    test, train = load_prompts("builtin:world-video-test"), load_prompts("builtin:world-video-train")
+    assert test == [p.text for p in motion_split("test")] and (len(test), len(train)) == (32, 88)
+    assert not set(test) & set(train) and test[0] == "a red circle moving up"
+    assert load_prompts("builtin:world-video-test", limit=4) == test[:4]
+
+
 def test_remote_prompt_file_is_fetched_through_the_store(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     import seppo_lib.storage as storage
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from seppo_lib.config import ConfigError
+from seppo_lib.evaluation.scorer_choices import IMAGE_SCORERS
 from seppo_lib.evaluation.scorers.base import (
     Scorer,
     ScorerError,
@@ -56,7 +57,7 @@ __all__ = [
     "pickscore_from_embeddings",
 ]
 
-SCORER_NAMES: tuple[str, ...] = ("world", "pickscore", "clip", "aesthetic", "hpsv2", "imagereward")
+SCORER_NAMES: tuple[str, ...] = IMAGE_SCORERS  # video scorers: seppo_lib.evaluation.video_eval
 AESTHETIC_SEPARATOR = "::"
 
 
