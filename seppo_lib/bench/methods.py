@@ -25,18 +25,24 @@ METHODS: dict[str, tuple[str, ...]] = {
 }
 
 #: Tuned per-method hyper-parameters (see docs/results.md, "Tuning search"); applied after METHODS.
-TUNED: dict[str, tuple[str, ...]] = {}
+TUNED: dict[str, tuple[str, ...]] = {
+    "sft": ("train.lr=0.0001",),
+    "dpo": ("train.lr=3e-05", "train.beta=500.0"),
+    "spin": ("train.lr=3e-05", "train.beta=2000.0"),
+    "seppo-sign-uniform": ("train.lr=3e-05", "train.beta=500.0"),
+}
 
 ALL_METHODS: tuple[str, ...] = (BASE, *METHODS)
 QUICK_METHODS: tuple[str, ...] = (BASE, "sft", "seppo-sign-uniform")
 
 
-def method_overrides(name: str) -> list[str]:
-    """Config overrides that turn the benchmark preset into method `name`."""
+def method_overrides(name: str, *, tuned: bool = True) -> list[str]:
+    """Config overrides that turn the benchmark preset into method `name` (with its tuned β / LR
+    unless `tuned` is false, as in the tuning search itself)."""
     if name not in METHODS:
         raise ConfigError(f"unknown benchmark method {name!r}; use one of {', '.join(ALL_METHODS)}")
     family = name if name in TUNED else ("seppo-sign-uniform" if name.startswith("seppo") else name)
-    return [*METHODS[name], *TUNED.get(family, ())]
+    return [*METHODS[name], *(TUNED.get(family, ()) if tuned else ())]
 
 
 def parse_methods(text: str) -> list[str]:

@@ -53,6 +53,7 @@ class BenchOptions:
     eval_seed: int = 1234
     grid_prompts: int = 8
     overrides: tuple[str, ...] = field(default_factory=tuple)
+    tuned: bool = True
 
     @property
     def work(self) -> Path:
@@ -72,7 +73,7 @@ class Context:
         w = self.options.work
         fixed = [f"name=bench-{method}", f"workdir={w / 'runs'}", f"bank.uri={w / 'bank'}", f"bank.cache_dir={w / 'cache'}",
                  "tracking.enabled=false", f"train.seed={seed}"]
-        return load_config(self.options.config, [*self._shared(), *fixed, *method_overrides(method)])
+        return load_config(self.options.config, [*self._shared(), *fixed, *method_overrides(method, tuned=self.options.tuned)])
 
     def _shared(self) -> list[str]:
         rounds = [f"train.n_rounds={self.options.rounds}"] if self.options.rounds else []

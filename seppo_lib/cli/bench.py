@@ -51,6 +51,71 @@ def _quality(args: argparse.Namespace) -> int:
     return 0
 
 
+def _floats(text: str, flag: str) -> tuple[float, ...]:
+    from seppo_lib.config import ConfigError
+
+    try:
+        values = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise ConfigError(f"{flag} {text!r} must be comma-separated numbers, e.g. 3e-5,1e-4") from None
+    if not values or min(values) <= 0:
+        raise ConfigError(f"{flag} {text!r} must name at least one positive value")
+    return values
+
+
+def _tune(args: argparse.Namespace) -> int:
+    from seppo_lib.bench.methods import METHODS
+    from seppo_lib.bench.tune import TuneOptions, run_tuning
+    from seppo_lib.config import ConfigError
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods:
+        raise ConfigError(f"--methods: unknown or empty {', '.join(unknown)}; use trained methods from {', '.join(METHODS)}")
+    options = TuneOptions(
+        out=Path(args.out), workdir=Path(args.workdir) if args.workdir else None, methods=methods, seed=args.seed,
+        prompts=args.prompts, train_prompts=args.train_prompts, samples_per_prompt=args.samples, eval_seed=args.eval_seed,
+        lrs=_floats(args.lrs, "--lrs"), betas=_floats(args.betas, "--betas"), overrides=tuple(args.set or ()),
+    )
+    doc = run_tuning(options)
+    print((options.out / "tuning.md").read_text())
+    for method, point in doc["chosen"].items():
+        print(f"chosen {method}: " + " ".join(f"train.{k}={v:g}" for k, v in point.items()))
+    print(f"\nwrote {options.out}/tuning.json, tuning.md ({doc['wall_seconds']:.0f}s)")
+    return 0
+
+
+def _add_tune(bsub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    from seppo_lib.bench.tune import BETAS, LRS, TUNE_METHODS
+
+    p = bsub.add_parser(
+        "tune", help="the LR / beta search behind the benchmark's tuned values (same grid for every method)",
+        description="Train each method once (one seed) at every LR, and the methods with a beta at every (LR, beta), with "
+        "the bench-quality budget; score like the benchmark but on a different draw of held-out prompts and sample noise "
+        "(--eval-seed 99 vs 1234); pick the highest held-out accuracy per method. Writes tuning.json and tuning.md. "
+        "Runs are cached in --workdir: several processes with disjoint --methods can share it, and a last call with "
+        "every method collects the table.",
+        epilog="example: seppo bench tune --out docs/results/tuning --workdir /tmp/tune --methods sft,dpo",
+    )
+    p.add_argument("--out", required=True, help="folder for tuning.json and tuning.md")
+    p.add_argument("--workdir", help="scratch folder for runs and caches (default <out>/work)")
+    p.add_argument("--methods", default=",".join(TUNE_METHODS), help=f"methods to tune (default {','.join(TUNE_METHODS)})")
+    p.add_argument("--lrs", default=",".join(f"{v:g}" for v in LRS), help="learning rates searched")
+    p.add_argument("--betas", default=",".join(f"{v:g}" for v in BETAS), help="betas searched (methods with a beta)")
+    p.add_argument("--seed", type=int, default=0, help="training seed of every point")
+    p.add_argument("--prompts", type=int, default=32, help="held-out prompts, half count / half relation")
+    p.add_argument("--train-prompts", type=int, default=16, help="training-split prompts")
+    p.add_argument("--samples-per-prompt", dest="samples", type=int, default=4, help="samples per prompt")
+    p.add_argument("--eval-seed", type=int, default=99, help="seed of the tuning prompts and noise (the table uses 1234)")
+    p.add_argument("--set", action="append", metavar="a.b=value", help="config override applied to every point")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
+    p.set_defaults(func=_tune)
+
+
 DEFAULTS = {"seeds": "0,1,2", "methods": "all", "prompts": 32, "train_prompts": 16, "samples": 4}
 
 
@@ -85,3 +150,4 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
     p.add_argument("--quick", action="store_true", help="1 seed, base + sft + seppo, few prompts (~10 min on 2 CPU cores)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
     p.set_defaults(func=_quality)
+    _add_tune(bsub)

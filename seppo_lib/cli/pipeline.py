@@ -7,12 +7,11 @@ import time
 from pathlib import Path
 
 from seppo_lib.cli.train import add_config_args, config_from
-from seppo_lib.config import PRESET_DIR, load_config
+from seppo_lib.config import load_config
 
 
-def default_run_preset() -> str:
-    """`world` once pipelines/configs/world.yaml exists, else `tiny`."""
-    return "world" if (PRESET_DIR / "world.yaml").is_file() else "tiny"
+#: The embedded default of `seppo run`: the built-in world from the shipped base model.
+DEFAULT_RUN_PRESET = "world"
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -20,7 +19,7 @@ def _run(args: argparse.Namespace) -> int:
     from seppo_lib.pipeline_runner import run_local
     from seppo_lib.steps import validate_config
 
-    cfg = load_config(args.config or default_run_preset(), args.overrides)
+    cfg = load_config(args.config or DEFAULT_RUN_PRESET, args.overrides)
     validate_config.run(cfg.to_json())  # a bad config fails here, in a second, before kfp starts anything
     print(f"seppo run: config {cfg.name} ({cfg.config_hash()[:10]}), run {cfg.run_id}, {cfg.train.n_rounds} round(s) "
           f"through kfp.local; log {Path(cfg.workdir) / cfg.run_id / 'kfp-local.log'}")  # fmt: skip
@@ -99,7 +98,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
         epilog="example: seppo run --config tiny train.n_rounds=2 sampling.n_shards=2",
     )
     p.add_argument("--config", "-c", default=None,
-                   help=f"preset name or YAML file (default: {default_run_preset()}; 'world' once pipelines/configs/world.yaml exists)")
+                   help=f"preset name or YAML file (default: {DEFAULT_RUN_PRESET}, the built-in world from builtin:world-base)")
     p.add_argument("overrides", nargs="*", metavar="a.b=value", help="config overrides, e.g. train.n_rounds=2 (values parsed as YAML)")
     p.set_defaults(func=_run)
 
