@@ -147,7 +147,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
     p.add_argument("--rounds", type=int, help="override train.n_rounds of the preset (same for every method)")
     p.add_argument("--eval-seed", type=int, default=1234, help="seed of the evaluation prompts and sample noise")
     p.add_argument("--set", action="append", metavar="a.b=value", help="config override applied to every method (repeatable)")
-    p.add_argument("--quick", action="store_true", help="1 seed, base + sft + seppo, few prompts (~10 min on 2 CPU cores)")
+    p.add_argument("--quick", action="store_true", help="1 seed, base + sft + seppo, few prompts (about 3 min on 2 CPU cores)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
     p.set_defaults(func=_quality)
     _add_tune(bsub)

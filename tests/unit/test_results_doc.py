@@ -1,0 +1,30 @@
+"""docs/results.md reports the committed benchmark output, not hand-typed numbers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from seppo_lib.bench.report import aggregate, markdown_table
+from seppo_lib.bench.tune import tuning_table
+
+ROOT = Path(__file__).resolve().parents[2]
+RESULTS = ROOT / "docs" / "results"
+
+
+def test_results_table_is_recomputed_from_the_committed_json() -> None:
+    """The table in docs/results.md equals the one rebuilt from docs/results/results.json's runs."""
+    results = json.loads((RESULTS / "results.json").read_text())
+    methods = [m for m in results["options"]["methods"] if m != "base"]
+    summary = aggregate(results["base"], results["runs"], methods, "base" in results["options"]["methods"])
+    table = markdown_table(summary, len(results["options"]["seeds"]))
+    assert table == (RESULTS / "table.md").read_text().strip()
+    assert table in (ROOT / "docs" / "results.md").read_text()
+    assert len(results["options"]["seeds"]) >= 3 and results["options"]["samples_per_prompt"] >= 4
+    for name in ("accuracy_vs_round.png", "flip_rate_vs_round.png", "samples_grid.png"):
+        assert (RESULTS / name).stat().st_size > 1000
+
+
+def test_tuning_table_is_recomputed_from_the_committed_json() -> None:
+    doc = json.loads((RESULTS / "tuning" / "tuning.json").read_text())
+    assert tuning_table(doc) in (ROOT / "docs" / "results.md").read_text()
