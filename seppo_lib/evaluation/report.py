@@ -171,12 +171,8 @@ def write_report(
 
     images and scores are (candidate, champion) pairs in `plan` order. Returns the files written.
     """
-    out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out, files = start_report(output_dir, metrics, plan, scores)
     cand_scores, champ_scores = scores
-    metrics_file = out / "metrics.json"
-    metrics_file.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    files = [metrics_file, write_per_prompt_csv(out / "per_prompt.csv", plan, cand_scores, champ_scores)]
     rows = list(range(min(GRID_ROWS, len(plan))))
     files.append(
         write_grid(
@@ -189,7 +185,26 @@ def write_report(
             titles=(("candidate", metrics["candidate"]), ("champion", metrics["champion"])),
         )
     )
-    files += plot_histograms(out, cand_scores, champ_scores)
+    return finish_report(out, files, scores, history)
+
+
+def start_report(
+    output_dir: str | Path, metrics: dict[str, Any], plan: Sequence[EvalSample], scores: tuple[Scores, Scores]
+) -> tuple[Path, list[Path]]:
+    """Create the report folder and write metrics.json and per_prompt.csv (image and video reports)."""
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    metrics_file = out / "metrics.json"
+    metrics_file.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return out, [metrics_file, write_per_prompt_csv(out / "per_prompt.csv", plan, *scores)]
+
+
+def finish_report(
+    out: Path, files: list[Path], scores: tuple[Scores, Scores], history: list[tuple[int, dict[str, float]]] | None
+) -> list[Path]:
+    """Add the score histograms (when there are per-sample scores) and the training curves; log the files."""
+    if scores[0]:
+        files += plot_histograms(out, *scores)
     if history:
         curves = plot_training_curves(out / "training_curves.png", history)
         if curves is not None:

@@ -20,7 +20,6 @@ per_prompt.csv), hist_<scorer>.png per per-clip scorer, training_curves.png with
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Callable, Sequence
@@ -33,8 +32,8 @@ from tqdm.auto import tqdm
 
 from seppo_lib.config import ConfigError, SeppoConfig
 from seppo_lib.evaluation.generate import EvalSample, sample_model
-from seppo_lib.evaluation.plots import GRID_ROWS, plot_histograms, plot_training_curves
-from seppo_lib.evaluation.report import build_metrics, write_per_prompt_csv
+from seppo_lib.evaluation.plots import GRID_ROWS
+from seppo_lib.evaluation.report import build_metrics, finish_report, start_report
 from seppo_lib.evaluation.scorer_choices import CLIP_SCORERS, REFERENCE_SCORERS, SET_SCORERS
 from seppo_lib.evaluation.video_metrics import (
     FeatureExtractor,
@@ -209,21 +208,10 @@ def write_video_report(
     history: list[tuple[int, dict[str, float]]] | None = None,
 ) -> list[Path]:
     """metrics.json, per_prompt.csv, grid.gif, hist_<scorer>.png (and training_curves.png); returns the files."""
-    out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    metrics_file = out / "metrics.json"
-    metrics_file.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    files = [metrics_file, write_per_prompt_csv(out / "per_prompt.csv", plan, *scores)]
+    out, files = start_report(output_dir, metrics, plan, scores)
     rows = min(GRID_ROWS, len(plan))
     columns = [clips[0][:rows], clips[1][:rows]] + ([refs.clips[:rows]] if refs is not None else [])
     tiles = torch.stack(columns, dim=1).flatten(0, 1).float() / 255  # row-major: candidate, champion[, reference]
     side = clips[0].shape[-1]
     files.append(write_grid(tiles, out / "grid.gif", ncols=len(columns), scale=max(1, math.ceil(GRID_PIXELS / side))))
-    if scores[0]:
-        files += plot_histograms(out, *scores)
-    if history:
-        curves = plot_training_curves(out / "training_curves.png", history)
-        if curves is not None:
-            files.append(curves)
-    logger.info("evaluation report: %s", ", ".join(p.name for p in files))
-    return files
+    return finish_report(out, files, scores, history)
