@@ -63,14 +63,19 @@ def plot_flip_rate(results: dict[str, Any], path: Path) -> Path:
 
 
 def sample_grid(rows: list[tuple[str, Path]], prompts: list[str], path: Path, scale: int = 3) -> Path:
-    """One row per method (its saved first-sample images), one column per prompt."""
+    """One row per method (its saved first-sample images), one column per prompt; frame strips of
+    clips (images much wider than tall) are laid out transposed: one row per prompt, one column per method."""
     plt = _pyplot()
     rows = [(name, folder) for name, folder in rows if folder.is_dir()]
-    fig, axes = plt.subplots(len(rows), len(prompts), figsize=(1.3 * len(prompts) + 1.2, 1.25 * len(rows) + 0.9), dpi=110, squeeze=False)
-    for r, (name, folder) in enumerate(rows):
+    first = Image.open(rows[0][1] / "00.png")
+    strips = first.width > 2 * first.height
+    n_r, n_c = (len(prompts), len(rows)) if strips else (len(rows), len(prompts))
+    cell_w = 1.3 * (first.width / first.height) * 0.55 if strips else 1.3
+    fig, axes = plt.subplots(n_r, n_c, figsize=(cell_w * n_c + 1.6, 1.25 * n_r + 0.9), dpi=110, squeeze=False)
+    for m, (name, folder) in enumerate(rows):
         correct = json.loads((folder / "scores.json").read_text()) if (folder / "scores.json").is_file() else []
         for c, prompt in enumerate(prompts):
-            ax = axes[r][c]
+            ax = axes[c][m] if strips else axes[m][c]
             image = Image.open(folder / f"{c:02d}.png").convert("RGB")
             ax.imshow(image.resize((image.width * scale, image.height * scale), Image.NEAREST))
             ax.set_xticks([])
@@ -79,11 +84,20 @@ def sample_grid(rows: list[tuple[str, Path]], prompts: list[str], path: Path, sc
                 for spine in ax.spines.values():
                     spine.set_color("#1a9850" if correct[c] == 1.0 else "#d73027")
                     spine.set_linewidth(2.5)
-            if r == 0:
-                ax.set_title(prompt.replace(" of ", " of\n").replace(" above ", "\nabove ").replace(" below ", "\nbelow "), fontsize=6)
+            title = prompt.replace(" of ", " of\n").replace(" above ", "\nabove ").replace(" below ", "\nbelow ")
+            if strips:
+                if c == 0:
+                    ax.set_title(name, fontsize=8)
+                if m == 0:
+                    ax.set_ylabel(prompt.replace(" moving ", "\nmoving "), fontsize=7, rotation=0, ha="right", va="center")
+                continue
+            if m == 0:
+                ax.set_title(title, fontsize=6)
             if c == 0:
                 ax.set_ylabel(name, fontsize=7, rotation=0, ha="right", va="center")
-    fig.suptitle("Same held-out prompts and sample seeds for every method\n(first training seed; frame green = all attributes correct)", fontsize=7)
+    what = "clip (frames left to right)" if strips else "image"
+    fig.suptitle(f"Same held-out prompts and sample seeds for every method\n(first training seed; frame green = all attributes "
+                 f"of the {what} correct)", fontsize=7)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

@@ -7,6 +7,8 @@ Each final model is sampled on fixed held-out (test-split) prompts, balanced bet
 relation prompts, with fixed sample seeds shared by all methods, and on a fixed subset of
 training prompts (the generalization gap); the world's ground-truth scorer grades the images.
 Intermediate rounds are graded on the first sample of every test prompt (accuracy vs round).
+A preset whose data source is the video world (`bench-video`) runs the same benchmark on
+clips: distinct held-out motion prompts, graded by the video world's motion scorer.
 
 Outputs in `out/`: `results.json` (every number), `table.md`, `accuracy_vs_round.png`,
 `flip_rate_vs_round.png`, `samples_grid.png`. Finished runs are cached in the work folder,
@@ -27,7 +29,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from seppo_lib.bench.methods import ALL_METHODS, BASE, method_overrides
-from seppo_lib.bench.scoring import EvalSet, balanced_prompts, evaluate, summarize
+from seppo_lib.bench.scoring import VIDEO_WORLD_SOURCE, EvalSet, bench_prompts, evaluate, summarize
 from seppo_lib.config import SeppoConfig, load_config
 from seppo_lib.tracking import InMemoryLogger
 
@@ -69,6 +71,10 @@ class Context:
     test_set: EvalSet
     train_set: EvalSet
 
+    @property
+    def video(self) -> bool:
+        return self.base_cfg.data.source == VIDEO_WORLD_SOURCE
+
     def run_config(self, method: str, seed: int) -> SeppoConfig:
         w = self.options.work
         fixed = [f"name=bench-{method}", f"workdir={w / 'runs'}", f"bank.uri={w / 'bank'}", f"bank.cache_dir={w / 'cache'}",
@@ -87,18 +93,20 @@ class Context:
 
 def build_context(options: BenchOptions) -> Context:
     base_cfg = load_config(options.config, [*([f"train.n_rounds={options.rounds}"] if options.rounds else []), *options.overrides])
-    k = options.samples_per_prompt
-    test = EvalSet(tuple(balanced_prompts("test", options.prompts, options.eval_seed)), k, options.eval_seed)
-    train = EvalSet(tuple(balanced_prompts("train", options.train_prompts, options.eval_seed)), k, options.eval_seed + 1)
+    k, video = options.samples_per_prompt, base_cfg.data.source == VIDEO_WORLD_SOURCE
+    test = EvalSet(tuple(bench_prompts("test", options.prompts, options.eval_seed, video=video)), k, options.eval_seed)
+    train = EvalSet(tuple(bench_prompts("train", options.train_prompts, options.eval_seed, video=video)), k, options.eval_seed + 1)
     return Context(options, base_cfg, test, train)
 
 
 # ---- one model ----------------------------------------------------------------------------
 
 
-def grid_indices(n_prompts: int, n_grid: int) -> list[int]:
+def grid_indices(n_prompts: int, n_grid: int, *, video: bool = False) -> list[int]:
     """Prompt indices of the sample grid: the first count prompts and the first relation prompts
-    (balanced_prompts puts ceil(n/2) count prompts first)."""
+    (balanced_prompts puts ceil(n/2) count prompts first); the first prompts for the video world."""
+    if video:
+        return list(range(min(n_grid, n_prompts)))
     n_count = (n_prompts + 1) // 2
     half = min((n_grid + 1) // 2, n_count)
     return list(range(half)) + list(range(n_count, min(n_count + n_grid - half, n_prompts)))
@@ -117,7 +125,7 @@ def score_model(ctx: Context, model_dir: str | Path, *, full: bool, grid_dir: Pa
     model = load_model(str(model_dir), cfg.bank.cache_dir)
     k = ctx.test_set.samples_per_prompt
     test = ctx.test_set if full else EvalSet(ctx.test_set.prompts, 1, ctx.test_set.seed)
-    kwargs = {"resolution": cfg.data.resolution, "max_tokens": cfg.data.max_caption_tokens}
+    kwargs = {"resolution": cfg.data.resolution, "max_tokens": cfg.data.max_caption_tokens, "frames": cfg.data.num_frames}
     images, scores = evaluate(model, test, cfg.sampling, **kwargs)
     first = _first_samples(scores, k) if full else scores
     out: dict[str, Any] = {"test_first": summarize(first)}
@@ -126,7 +134,7 @@ def score_model(ctx: Context, model_dir: str | Path, *, full: bool, grid_dir: Pa
         out.update(test=summarize(scores), train=summarize(train_scores), test_all_per_image=[s["all"] for s in scores])
         if grid_dir is not None:
             grid_dir.mkdir(parents=True, exist_ok=True)
-            columns = grid_indices(len(ctx.test_set.prompts), ctx.options.grid_prompts)
+            columns = grid_indices(len(ctx.test_set.prompts), ctx.options.grid_prompts, video=ctx.video)
             for column, i in enumerate(columns):
                 images[i * k].save(grid_dir / f"{column:02d}.png")
             (grid_dir / "scores.json").write_text(json.dumps([scores[i * k]["all"] for i in columns]))
@@ -161,9 +169,13 @@ def reference_accuracy(cfg: SeppoConfig, round_idx: int) -> float | None:
     refs = ReferenceSet(dirs)
     dataset = LatentDataset(run_dir(cfg) / "data")
     rows = round_indices(len(dataset), cfg.train.seed, round_idx, cfg.samples_per_round)
-    captions = [parse(dataset.captions[int(r)]) for r in rows]
-    images = to_pil(((refs.latents.float() + 1) / 2).clamp(0, 1))
-    return float(np.mean([s["all"] for s in score(images, captions)]))
+    texts = [dataset.captions[int(r)] for r in rows]
+    pixels = ((refs.latents.float() + 1) / 2).clamp(0, 1)  # the benchmark's world models are pixel-space
+    if pixels.dim() == 5:
+        from seppo_lib.evaluation.video_metrics import world_scores
+
+        return float(np.mean([s["all"] for s in world_scores(pixels, texts)]))
+    return float(np.mean([s["all"] for s in score(to_pil(pixels), [parse(t) for t in texts])]))
 
 
 def train_and_score(ctx: Context, method: str, seed: int) -> dict[str, Any]:
@@ -255,7 +267,7 @@ def run_benchmark(options: BenchOptions) -> dict[str, Any]:
     plot_flip_rate(results, options.out / "flip_rate_vs_round.png")
     grid_rows = [(BASE, ctx.options.work / "grids" / "base")] if BASE in options.methods else []
     grid_rows += [(m, ctx.options.work / "grids" / f"{m}-seed{options.seeds[0]}") for m in methods]
-    columns = grid_indices(len(ctx.test_set.prompts), options.grid_prompts)
+    columns = grid_indices(len(ctx.test_set.prompts), options.grid_prompts, video=ctx.video)
     sample_grid(grid_rows, [ctx.test_set.prompts[i].text for i in columns], options.out / "samples_grid.png")
     results["table"] = table
     return results

@@ -92,7 +92,9 @@ def fmt(stat: dict[str, Any]) -> str:
 
 def markdown_table(summary: dict[str, Any], n_seeds: int) -> str:
     """Held-out accuracy per attribute and overall, train-prompt accuracy and the gap, per method."""
-    header = ["method", "test all", "colour", "shape", "count", "relation", "train all", "train − test"]
+    present = {key for entry in summary.values() for key in entry["test"]}
+    attributes = [key for key in ATTRIBUTE_KEYS if key != "all" and key in present]
+    header = ["method", "test all", *attributes, "train all", "train − test"]
     lines = [
         f"Accuracy (fraction of images the world scorer accepts); mean ± 95% t-interval half-width over {n_seeds} seed(s).",
         "",
@@ -102,7 +104,7 @@ def markdown_table(summary: dict[str, Any], n_seeds: int) -> str:
     for method, entry in summary.items():
         test = entry["test"]
         cells = [method, fmt(test["all"])]
-        cells += [fmt(test[key]) if key in test else "—" for key in ("colour", "shape", "count", "relation")]
+        cells += [fmt(test[key]) if key in test else "—" for key in attributes]
         cells += [fmt(entry["train"]["all"]), fmt(entry["gap"])]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

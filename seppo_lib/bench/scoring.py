@@ -1,5 +1,9 @@
 """Sample a model on fixed world prompts and seeds, and score the images with the world's ground truth.
 
+Both worlds are supported: image models are graded by the image world's scorer, video models
+(`DiffusionModel.is_video`) by the video world's motion scorer (colour, shape, direction,
+count, all), and a clip is shown as a strip of its frames.
+
 Every model compared by a benchmark sees the same prompts and the same sample seeds
 (`sample_seed(seed, 0, i * samples_per_prompt + j)` for image j of prompt i), so the
 images differ only by the weights. This module is evaluation: it is the only place in
@@ -20,9 +24,23 @@ from seppo_lib.errors import DataError
 from seppo_lib.models import DiffusionModel
 from seppo_lib.sampling import sample_latents, sample_seed
 from seppo_lib.world.grammar import Prompt, Split, split_prompts
+from seppo_lib.world.video import MotionPrompt, choose_motion_prompts
 
-#: Per-attribute keys of the world scorer, in table order ("relation" is over relation prompts only).
-ATTRIBUTE_KEYS = ("colour", "shape", "count", "relation", "all")
+#: Per-attribute keys of the world scorers, in table order ("relation" is over relation prompts
+#: only; "direction" exists for the video world only).
+ATTRIBUTE_KEYS = ("colour", "shape", "count", "relation", "direction", "all")
+
+VIDEO_WORLD_SOURCE = "builtin:world-video"
+
+
+def bench_prompts(split: Split, n: int, seed: int, *, video: bool) -> list[Prompt] | list[MotionPrompt]:
+    """The benchmark's prompts: balanced count/relation prompts (image world) or `n` distinct motion prompts."""
+    if not video:
+        return balanced_prompts(split, n, seed)
+    prompts = choose_motion_prompts(split, n, seed)
+    if len({p.text for p in prompts}) < n:
+        raise DataError(f"cannot pick {n} distinct {split} motion prompts: use --prompts <= {len({p.text for p in prompts})}")
+    return prompts
 
 
 def balanced_prompts(split: Split, n: int, seed: int = 0) -> list[Prompt]:
@@ -49,7 +67,7 @@ def balanced_prompts(split: Split, n: int, seed: int = 0) -> list[Prompt]:
 class EvalSet:
     """Prompts and the seed of every sample: image j of prompt i has seed seeds[i * k + j]."""
 
-    prompts: tuple[Prompt, ...]
+    prompts: tuple[Prompt, ...] | tuple[MotionPrompt, ...]
     samples_per_prompt: int
     seed: int
 
@@ -59,7 +77,7 @@ class EvalSet:
         return [sample_seed(self.seed, 0, i * k + j) for i in range(len(self.prompts)) for j in range(k)]
 
     @property
-    def flat_prompts(self) -> list[Prompt]:
+    def flat_prompts(self) -> list[Prompt] | list[MotionPrompt]:
         return [p for p in self.prompts for _ in range(self.samples_per_prompt)]
 
 
@@ -121,6 +139,22 @@ def summarize(scores: Sequence[dict[str, float]]) -> dict[str, float]:
     return out
 
 
+def frame_strip(clip: torch.Tensor) -> Image.Image:
+    """(3, F, H, W) pixels in [0, 1] -> one RGB image with the F frames side by side."""
+    return to_pil(torch.cat(list(clip.unbind(1)), dim=-1)[None])[0]
+
+
+def evaluate_video(
+    model: DiffusionModel, eval_set: EvalSet, sampling: SamplingConfig, *, resolution: int, frames: int, max_tokens: int
+) -> tuple[list[Image.Image], list[dict[str, float]]]:
+    """Frame strips and per-clip motion-scorer checks of a video `model` on every sample of `eval_set`."""
+    from seppo_lib.evaluation.video_metrics import sample_clips, world_scores
+
+    texts = [p.text for p in eval_set.flat_prompts]
+    clips = sample_clips(model, texts, eval_set.seeds, sampling, resolution=resolution, frames=frames, max_tokens=max_tokens)
+    return [frame_strip(c) for c in clips], world_scores(clips, texts)
+
+
 def evaluate(
     model: DiffusionModel,
     eval_set: EvalSet,
@@ -128,9 +162,14 @@ def evaluate(
     *,
     resolution: int,
     max_tokens: int,
+    frames: int | None = None,
     on_batch: Callable[[int], None] | None = None,
 ) -> tuple[list[Image.Image], list[dict[str, float]]]:
-    """Images and per-image scores of `model` on every sample of `eval_set`."""
+    """Images (frame strips for a video model) and per-sample scores of `model` on every sample of `eval_set`."""
+    if model.is_video:
+        if frames is None:
+            raise DataError(f"{model.source} is a video model: evaluate needs frames=")
+        return evaluate_video(model, eval_set, sampling, resolution=resolution, frames=frames, max_tokens=max_tokens)
     prompts = eval_set.flat_prompts
     images = generate(
         model, [p.text for p in prompts], eval_set.seeds, sampling, resolution=resolution, max_tokens=max_tokens, on_batch=on_batch

@@ -132,16 +132,21 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
         "updates, batch, LR schedule, sampler) for each seed, sample every model on the same held-out prompts (balanced "
         "count/relation) with the same sample seeds, grade the images with the world's ground-truth scorer and write "
         "results.json, table.md, accuracy/flip-rate-vs-round plots and a sample grid to --out. Methods: "
-        + ", ".join(ALL_METHODS) + ". Finished runs are cached in --workdir, so rerunning resumes.",
+        + ", ".join(ALL_METHODS) + ". Finished runs are cached in --workdir, so rerunning resumes. With --config "
+        "bench-video the same benchmark runs on the video world from builtin:world-video-base (distinct held-out motion "
+        "prompts, graded by the motion scorer: colour, shape, count, direction).",
         epilog="examples: seppo bench quality --out docs/results --workdir /tmp/bench   |   "
-        "seppo bench quality --quick --out /tmp/bench-quick",
+        "seppo bench quality --quick --out /tmp/bench-quick   |   "
+        "seppo bench quality --config bench-video --methods base,sft,seppo-sign-uniform --samples-per-prompt 2 "
+        "--out docs/results/video",
     )
     p.add_argument("--out", required=True, help="folder for results.json, table.md and the PNGs")
     p.add_argument("--workdir", help="scratch folder for runs, banks and caches (default <out>/work)")
-    p.add_argument("--config", "-c", default="bench-quality", help="benchmark preset or YAML file (default bench-quality)")
+    p.add_argument("--config", "-c", default="bench-quality",
+                   help="benchmark preset or YAML file (default bench-quality; bench-video for the video world)")
     p.add_argument("--methods", help=f"comma-separated methods or 'all' (default all; --quick: {QUICK['methods']})")
     p.add_argument("--seeds", help="comma-separated training seeds (default 0,1,2; --quick: 0)")
-    p.add_argument("--prompts", type=int, help="held-out test prompts, half count / half relation (default 32; --quick: 12)")
+    p.add_argument("--prompts", type=int, help="held-out test prompts, half count / half relation in the image world (default 32; --quick: 12)")
     p.add_argument("--train-prompts", type=int, help="training-split prompts for the generalization gap (default 16; --quick: 8)")
     p.add_argument("--samples-per-prompt", dest="samples", type=int, help="samples per prompt, fixed seeds (default 4; --quick: 2)")
     p.add_argument("--rounds", type=int, help="override train.n_rounds of the preset (same for every method)")

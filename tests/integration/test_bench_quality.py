@@ -106,3 +106,39 @@ def test_quick_benchmark_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     results = _check_outputs(out, ["base", "sft", "seppo-sign-uniform"])
     assert results["options"]["seeds"] == [0]
     assert all(len(r["rounds"]) == 2 for r in results["runs"])
+
+
+def test_video_benchmark_grades_clips_with_the_motion_scorer(tmp_path: Path) -> None:
+    """bench-video on a tiny random 3-D UNet (8 px, 4 frames): distinct held-out motion prompts, per-clip
+    motion checks (with "direction"), a direction column in the table and frame strips in the grid."""
+    from PIL import Image
+
+    from seppo_lib.world.video import choose_motion_prompts
+
+    video_budget = (
+        *TINY_BUDGET, "model.pretrained=builtin:tiny-random:video", "data.resolution=8", "data.num_frames=4",
+    )
+    options = BenchOptions(
+        out=tmp_path / "out", workdir=tmp_path / "work", config="bench-video", methods=("base", "seppo-sign-uniform"),
+        seeds=(0,), prompts=2, train_prompts=2, samples_per_prompt=1, rounds=1, grid_prompts=2, overrides=video_budget,
+    )
+    results = run_benchmark(options)
+    data = _check_outputs(options.out, ["base", "seppo-sign-uniform"])
+    assert data["eval"]["test_prompts"] == [p.text for p in choose_motion_prompts("test", 2, 1234)]
+    assert set(data["base"]["test"]) == {"colour", "shape", "direction", "count", "all"}
+    assert "| method | test all | colour | shape | count | direction |" in results["table"]
+    assert "relation" not in results["table"]
+    strip = Image.open(options.work / "grids" / "base" / "00.png")
+    assert strip.size == (8 * 4, 8)  # 4 frames side by side
+    assert data["runs"][0]["rounds"][0]["reference_accuracy"] is not None
+
+
+def test_video_benchmark_prompts_are_distinct() -> None:
+    from seppo_lib.bench.scoring import bench_prompts
+    from seppo_lib.errors import DataError
+
+    prompts = bench_prompts("test", 32, 1234, video=True)
+    assert len({p.text for p in prompts}) == 32 and all(p.split == "test" for p in prompts)
+    with pytest.raises(DataError, match="distinct test motion prompts"):
+        bench_prompts("test", 33, 1234, video=True)
+    assert grid_indices(32, 4, video=True) == [0, 1, 2, 3]

@@ -173,12 +173,3 @@ def test_animatediff_folder_joins_its_motion_adapter(tmp_path: Path) -> None:
     merged = model.unet.state_dict()
     assert torch.equal(merged["conv_in.weight"], spatial["conv_in.weight"])
     assert any("motion_modules" in k for k in merged)
-
-
-def test_missing_video_world_base_model_names_the_recipe(tmp_path: Path) -> None:
-    """The video base model is not shipped yet (a 320-step CPU run scored at chance); the
-    error says how to train it."""
-    from seppo_lib.errors import ModelError
-
-    with pytest.raises(ModelError, match="seppo_lib.world.video_pretrain --out"):
-        resolve_model_dir("builtin:world-video-base", tmp_path / "cache")

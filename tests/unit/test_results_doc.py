@@ -28,3 +28,20 @@ def test_results_table_is_recomputed_from_the_committed_json() -> None:
 def test_tuning_table_is_recomputed_from_the_committed_json() -> None:
     doc = json.loads((RESULTS / "tuning" / "tuning.json").read_text())
     assert tuning_table(doc) in (ROOT / "docs" / "results.md").read_text()
+
+
+def test_video_results_table_is_recomputed_from_the_committed_json() -> None:
+    """The video world's table in docs/results.md equals the one rebuilt from docs/results/video/results.json:
+    base vs SFT vs SePPO over at least 3 seeds, graded by the motion scorer (a direction column)."""
+    video = RESULTS / "video"
+    results = json.loads((video / "results.json").read_text())
+    methods = [m for m in results["options"]["methods"] if m != "base"]
+    assert {"base", "sft", "seppo-sign-uniform"} <= set(results["options"]["methods"])
+    assert len(results["options"]["seeds"]) >= 3 and results["preset"]["data"]["source"] == "builtin:world-video"
+    summary = aggregate(results["base"], results["runs"], methods, True)
+    table = markdown_table(summary, len(results["options"]["seeds"]))
+    assert "direction" in table
+    assert table == (video / "table.md").read_text().strip()
+    assert table in (ROOT / "docs" / "results.md").read_text()
+    for name in ("accuracy_vs_round.png", "samples_grid.png"):
+        assert (video / name).stat().st_size > 1000
