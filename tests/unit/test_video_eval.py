@@ -19,7 +19,7 @@ from seppo_lib.evaluation.video_refs import References, to_uint8
 from seppo_lib.registry import RegistryError
 from seppo_lib.steps.register import load_eval_metrics, scorer_metrics
 
-VIDEO_PRESETS = {"video-tiny", "animatediff-sd15"}
+VIDEO_PRESETS = {"video-tiny", "video-world", "bench-video", "animatediff-sd15"}
 
 
 @pytest.mark.parametrize("preset", sorted(p.stem for p in PRESET_DIR.glob("*.yaml")))
