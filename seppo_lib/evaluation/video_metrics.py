@@ -162,8 +162,8 @@ def world_video_accuracy(
     from seppo_lib.world.video import choose_motion_prompts, motion_split
 
     model = load_model(str(model_dir), cache_dir)
-    max_tokens = _max_tokens(Path(model_dir))
     trained = _recipe(Path(model_dir))
+    max_tokens = int(trained.get("max_caption_tokens", 16))
     resolution = resolution or int(trained.get("size", 20))
     frames = frames or int(trained.get("frames", 8))
     out: dict[str, Any] = {
@@ -184,10 +184,6 @@ def _recipe(model_dir: Path) -> dict[str, Any]:
     """The training recipe recorded in a world model folder's recipe.json ({} without one)."""
     path = model_dir / "recipe.json"
     return dict(json.loads(path.read_text()).get("recipe", {})) if path.is_file() else {}
-
-
-def _max_tokens(model_dir: Path) -> int:
-    return int(_recipe(model_dir).get("max_caption_tokens", 16))
 
 
 # ---- Fréchet distances (FVD / FID) from a local feature extractor ---------------------

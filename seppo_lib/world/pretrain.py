@@ -208,20 +208,20 @@ def write_model(out: Path, unet: torch.nn.Module, scheduler, recipe_doc: dict[st
     return out
 
 
-def _snapshot(out: Path, step: int) -> Path:
+def snapshot_path(out: Path, step: int) -> Path:
     return out.with_name(f"{out.name}.step-{step:06d}")
 
 
 @dataclass
-class _State:
-    """What one pretraining run updates step by step."""
+class TrainState:
+    """What one pretraining run (image or video world) updates step by step."""
 
     unet: torch.nn.Module
     scheduler: Any
     opt: torch.optim.Optimizer
     lr_sched: Any
     ema: Ema
-    stream: WorldStream
+    stream: Any  # WorldStream, or the video world's ClipStream
     gen: torch.Generator
     cond_table: torch.Tensor
     uncond: torch.Tensor
@@ -239,7 +239,7 @@ def _initial_unet(recipe: Recipe) -> torch.nn.Module:
     return load_unet(Path(recipe.init_from) / "unet")
 
 
-def _setup(recipe: Recipe) -> _State:
+def _setup(recipe: Recipe) -> TrainState:
     torch.manual_seed(recipe.seed)
     unet, scheduler = _initial_unet(recipe), build_scheduler(recipe)
     texts = [p.text for p in split_prompts("train")]
@@ -247,19 +247,27 @@ def _setup(recipe: Recipe) -> _State:
     opt = torch.optim.AdamW(unet.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
     warm = max(recipe.warmup_steps, 1)
     lr_sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm))
-    return _State(
+    return TrainState(
         unet, scheduler, opt, lr_sched, Ema(unet, recipe.ema_decay), WorldStream(recipe),
         torch.Generator().manual_seed(recipe.seed), cond_table, uncond, min_snr_weights(scheduler, recipe.min_snr_gamma),
     )
 
 
-def _step(st: _State, recipe: Recipe, step: int) -> None:
-    """One optimizer update on a fresh batch of the stream (caption dropout, shared noise helpers)."""
+def _step(st: TrainState, recipe: Recipe, step: int) -> None:
+    """One optimizer update on a fresh batch of the stream."""
     pixels, idx, counts = st.stream.batch(recipe.batch_size)
     for key, value in counts.items():
         st.totals[key] += value
     st.totals["images"] += len(idx)
-    drop = torch.rand(len(idx), generator=st.gen) < recipe.caption_dropout
+    denoise_update(st, pixels, idx, step, caption_dropout=recipe.caption_dropout, max_grad_norm=recipe.max_grad_norm)
+
+
+def denoise_update(
+    st: TrainState, pixels: torch.Tensor, idx: torch.Tensor, step: int, *, caption_dropout: float, max_grad_norm: float
+) -> None:
+    """One Min-SNR-weighted denoising update on `pixels` (images or clips) captioned by `st.cond_table[idx]`:
+    caption dropout, shared noise helpers, gradient clipping, LR schedule and EMA."""
+    drop = torch.rand(len(idx), generator=st.gen) < caption_dropout
     cond = torch.where(drop[:, None, None], st.uncond.expand(len(idx), -1, -1), st.cond_table[idx])
     draw = NoiseDraw(
         timesteps=torch.randint(0, st.scheduler.config.num_train_timesteps, (len(idx),), generator=st.gen),
@@ -268,7 +276,7 @@ def _step(st: _State, recipe: Recipe, step: int) -> None:
     errors = model_errors(st.unet, make_pair_batch(st.scheduler, pixels, None, cond, draw))
     loss = (errors * st.snr_weight[draw.timesteps]).mean()
     loss.backward()
-    torch.nn.utils.clip_grad_norm_(st.unet.parameters(), recipe.max_grad_norm)
+    torch.nn.utils.clip_grad_norm_(st.unet.parameters(), max_grad_norm)
     st.opt.step()
     st.lr_sched.step()
     st.opt.zero_grad(set_to_none=True)
@@ -293,11 +301,11 @@ def pretrain(out: str | Path, recipe: Recipe, *, save_every: int = 0, command: s
             bar.set_postfix(loss=f"{np.mean(st.losses[-50:]):.4f}")
             logger.debug("step %d loss %.4f", step, np.mean(st.losses[-50:]))
         if save_every and step % save_every == 0 and step < recipe.steps:
-            _save(_snapshot(out, step), st, replace(recipe, steps=step), starts, command)
+            _save(snapshot_path(out, step), st, replace(recipe, steps=step), starts, command)
     return _save(out, st, recipe, starts, command)
 
 
-def _save(out: Path, st: _State, recipe: Recipe, starts: tuple[float, float], command: str) -> dict[str, Any]:
+def _save(out: Path, st: TrainState, recipe: Recipe, starts: tuple[float, float], command: str) -> dict[str, Any]:
     import copy
 
     frozen = copy.deepcopy(st.unet)

@@ -36,15 +36,17 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from seppo_lib.diffusion import NoiseDraw, make_pair_batch, model_errors
 from seppo_lib.errors import DataError
 from seppo_lib.world.grammar import COLOURS, SHAPES, Thing
 from seppo_lib.world.pretrain import (
     Ema,
+    TrainState,
     add_accuracy,
     build_scheduler,
+    denoise_update,
     encode_captions,
     min_snr_weights,
+    snapshot_path,
     text_model,
     write_model,
 )
@@ -202,62 +204,44 @@ def pretrain_video(out: str | Path, recipe: VideoRecipe, *, command: str = "", s
     opt = torch.optim.AdamW(param_groups(unet, recipe), lr=recipe.lr, weight_decay=recipe.weight_decay)
     warm = max(recipe.warmup_steps, 1)
     lr_sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm))
-    ema, stream = Ema(unet, recipe.ema_decay), ClipStream(recipe)
-    snr_weight = min_snr_weights(scheduler, recipe.min_snr_gamma)
-    gen = torch.Generator().manual_seed(recipe.seed)
-    losses: list[float] = []
-    totals = {"clips": 0, "wrong": 0}
+    st = TrainState(
+        unet, scheduler, opt, lr_sched, Ema(unet, recipe.ema_decay), ClipStream(recipe),
+        torch.Generator().manual_seed(recipe.seed), cond_table, uncond, min_snr_weights(scheduler, recipe.min_snr_gamma),
+        totals={"clips": 0, "wrong": 0},
+    )
     start = time.time()
     unet.train()
     bar = tqdm(range(1, recipe.steps + 1), desc="pretrain video world base", unit="step", disable=None)
     for step in bar:
-        clips, idx, n_wrong = stream.batch(recipe.batch_size)
-        totals["clips"], totals["wrong"] = totals["clips"] + len(idx), totals["wrong"] + n_wrong
-        drop = torch.rand(len(idx), generator=gen) < recipe.caption_dropout
-        cond = torch.where(drop[:, None, None], uncond.expand(len(idx), -1, -1), cond_table[idx])
-        draw = NoiseDraw(
-            timesteps=torch.randint(0, scheduler.config.num_train_timesteps, (len(idx),), generator=gen),
-            noise=torch.randn(clips.shape, generator=gen),
-        )
-        errors = model_errors(unet, make_pair_batch(scheduler, clips, None, cond, draw))
-        loss = (errors * snr_weight[draw.timesteps]).mean()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(unet.parameters(), recipe.max_grad_norm)
-        opt.step()
-        lr_sched.step()
-        opt.zero_grad(set_to_none=True)
-        ema.update(unet, step)
-        losses.append(loss.item())
+        clips, idx, n_wrong = st.stream.batch(recipe.batch_size)
+        st.totals["clips"], st.totals["wrong"] = st.totals["clips"] + len(idx), st.totals["wrong"] + n_wrong
+        denoise_update(st, clips, idx, step, caption_dropout=recipe.caption_dropout, max_grad_norm=recipe.max_grad_norm)
         if step % 25 == 0:
-            bar.set_postfix(loss=f"{np.mean(losses[-25:]):.4f}")
-            logger.info("step %d/%d loss %.4f (%.0fs)", step, recipe.steps, np.mean(losses[-25:]), time.time() - start)
+            bar.set_postfix(loss=f"{np.mean(st.losses[-25:]):.4f}")
+            logger.info("step %d/%d loss %.4f (%.0fs)", step, recipe.steps, np.mean(st.losses[-25:]), time.time() - start)
         if save_every and step % save_every == 0 and step < recipe.steps:
-            snapshot = out.with_name(f"{out.name}.step-{step:06d}")
-            _save(snapshot, unet, ema, scheduler, replace(recipe, steps=step), losses, totals, start, command)
-    return _save(out, unet, ema, scheduler, recipe, losses, totals, start, command)
+            _save(snapshot_path(out, step), st, replace(recipe, steps=step), start, command)
+    return _save(out, st, recipe, start, command)
 
 
-def _save(  # noqa: PLR0913 (one call site per kind of save)
-    out: Path, unet: torch.nn.Module, ema: Ema, scheduler: Any, recipe: VideoRecipe,
-    losses: list[float], totals: dict[str, int], start: float, command: str,
-) -> dict[str, Any]:
-    frozen = copy.deepcopy(unet)
-    ema.copy_to(frozen)
+def _save(out: Path, st: TrainState, recipe: VideoRecipe, start: float, command: str) -> dict[str, Any]:
+    frozen = copy.deepcopy(st.unet)
+    st.ema.copy_to(frozen)
     doc = {
         "command": command,
         "recipe": asdict(recipe),
         "data": {
             "source": "seppo_lib.world.video clips of motion_split('train'), streamed (no test prompt is ever seen)",
-            "clips_seen": totals["clips"],
-            "wrong_attribute_clips": totals["wrong"],
+            "clips_seen": st.totals["clips"],
+            "wrong_attribute_clips": st.totals["wrong"],
         },
-        "train_loss_last_50": float(np.mean(losses[-50:])),
+        "train_loss_last_50": float(np.mean(st.losses[-50:])),
         "wall_seconds": round(time.time() - start, 1),
         "torch_threads": torch.get_num_threads(),
         "parameters": sum(p.numel() for p in frozen.parameters()),
         "motion_parameters": sum(p.numel() for n, p in frozen.named_parameters() if "motion_modules" in n),
     }
-    write_model(out, frozen, scheduler, doc)
+    write_model(out, frozen, st.scheduler, doc)
     logger.info("wrote %s (step %d)", out, recipe.steps)
     return doc
 
@@ -303,9 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.eval_prompts:
         from seppo_lib.evaluation.video_metrics import world_video_accuracy
 
-        accuracy = world_video_accuracy(
-            args.out, args.eval_prompts, args.eval_samples, resolution=recipe.size, frames=recipe.frames
-        )
+        accuracy = world_video_accuracy(args.out, args.eval_prompts, args.eval_samples)  # at the recipe's size and frames
         add_accuracy(args.out, accuracy)
         logger.info("accuracy: %s", json.dumps({k: accuracy[k] for k in ("test", "train")}))
     return 0
