@@ -84,7 +84,6 @@ def sample_grid(rows: list[tuple[str, Path]], prompts: list[str], path: Path, sc
                 for spine in ax.spines.values():
                     spine.set_color("#1a9850" if correct[c] == 1.0 else "#d73027")
                     spine.set_linewidth(2.5)
-            title = prompt.replace(" of ", " of\n").replace(" above ", "\nabove ").replace(" below ", "\nbelow ")
             if strips:
                 if c == 0:
                     ax.set_title(name, fontsize=8)
@@ -92,7 +91,7 @@ def sample_grid(rows: list[tuple[str, Path]], prompts: list[str], path: Path, sc
                     ax.set_ylabel(prompt.replace(" moving ", "\nmoving "), fontsize=7, rotation=0, ha="right", va="center")
                 continue
             if m == 0:
-                ax.set_title(title, fontsize=6)
+                ax.set_title(prompt.replace(" of ", " of\n").replace(" above ", "\nabove ").replace(" below ", "\nbelow "), fontsize=6)
             if c == 0:
                 ax.set_ylabel(name, fontsize=7, rotation=0, ha="right", va="center")
     what = "clip (frames left to right)" if strips else "image"

@@ -73,7 +73,7 @@ class Context:
 
     @property
     def video(self) -> bool:
-        return self.base_cfg.data.source == VIDEO_WORLD_SOURCE
+        return is_video_world(self.base_cfg)
 
     def run_config(self, method: str, seed: int) -> SeppoConfig:
         w = self.options.work
@@ -91,9 +91,14 @@ class Context:
         return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:10]
 
 
+def is_video_world(cfg: SeppoConfig) -> bool:
+    """True when the benchmark preset trains on the built-in video world (clips, motion scorer)."""
+    return cfg.data.source == VIDEO_WORLD_SOURCE
+
+
 def build_context(options: BenchOptions) -> Context:
     base_cfg = load_config(options.config, [*([f"train.n_rounds={options.rounds}"] if options.rounds else []), *options.overrides])
-    k, video = options.samples_per_prompt, base_cfg.data.source == VIDEO_WORLD_SOURCE
+    k, video = options.samples_per_prompt, is_video_world(base_cfg)
     test = EvalSet(tuple(bench_prompts("test", options.prompts, options.eval_seed, video=video)), k, options.eval_seed)
     train = EvalSet(tuple(bench_prompts("train", options.train_prompts, options.eval_seed, video=video)), k, options.eval_seed + 1)
     return Context(options, base_cfg, test, train)
