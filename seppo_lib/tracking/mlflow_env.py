@@ -123,7 +123,7 @@ def lineage_tags(
     """Tags that tie a run or model version to its code, data, config and pipeline run.
 
     git SHA is discovered when not given; the KFP run id defaults to env KFP_RUN_ID.
-    Unknown values are left out rather than recorded as placeholders.
+    Unknown values are left out rather than recorded as stand-in values.
     """
     sha = git_sha or discover_git_sha()
     values = {
