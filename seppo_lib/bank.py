@@ -2,52 +2,41 @@
 
 Layout under `<bank_uri>/<run_id>/`:
 
-    manifest.json          {"run_id", "entries": [{"id", "round", "step", "parent", "files": {rel: sha256}}]}
-    initial/ ...           θ_0 (the base UNet)
-    ckpt-<step>/ ...       θ_k: unet/ (safetensors + config.json), state/ (training state), checkpoint.json
+    manifest.json                  the committed checkpoints (schema: `seppo_lib.bank_manifest`)
+    initial/attempt-<uuid>/ ...    θ_0 (the base UNet: unet/ and scheduler/)
+    ckpt-<step>/attempt-<uuid>/    θ_k: unet/ (safetensors + config.json), state/ (training state)
 
-Commit protocol: upload every file, verify each uploaded object's sha256, and only then
-rewrite the manifest with a conditional write. A crash before the manifest write leaves
-files that no reader lists: a half checkpoint is never selectable. Only safetensors and
-JSON are ever read back.
+Commit protocol: every commit attempt uploads under its own `attempt-<uuid>/` prefix, verifies
+each uploaded object's sha256, and only then adds its entry (naming the attempt) to the manifest
+with a conditional write. A crash before the manifest write leaves files no reader lists; a
+second live writer of the same id (a retried pod) uploads beside the first, finds the id taken at
+its manifest write, deletes its own exact keys and fails with one line: committed keys are never
+written or deleted by anyone but gc. Entries from before attempts (files directly under
+`<id>/`) stay readable. The manifest is validated on every read; every cache path goes through
+`seppo_lib.paths.safe_path`. Only safetensors and JSON are ever read back.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import logging
+import os
 import shutil
 import tempfile
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from seppo_lib.errors import CheckpointError
-from seppo_lib.storage import ConflictError, Store, join, open_store, sha256_file
+from seppo_lib.bank_manifest import INITIAL, MANIFEST, BankEntry, Manifest, read_manifest, validate_manifest
+from seppo_lib.errors import CheckpointError, SeppoError
+from seppo_lib.paths import check_key, safe_path, shown
+from seppo_lib.storage import ConflictError, StorageError, Store, join, open_store, sha256_file
 
 logger = logging.getLogger(__name__)
 
-INITIAL = "initial"
-MANIFEST = "manifest.json"
-
-
-@dataclass(frozen=True)
-class BankEntry:
-    id: str
-    round: int
-    step: int
-    parent: str | None
-    files: dict[str, str]
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> BankEntry:
-        return cls(data["id"], int(data["round"]), int(data["step"]), data.get("parent"), dict(data["files"]))
-
-    def to_json(self) -> dict[str, Any]:
-        return {"id": self.id, "round": self.round, "step": self.step, "parent": self.parent, "files": self.files}
+__all__ = ["INITIAL", "MANIFEST", "BankEntry", "CheckpointBank", "checkpoint_id"]
+MANIFEST_RETRIES = 5
 
 
 def _verified(local: Path, files: dict[str, str]) -> bool:
@@ -67,9 +56,9 @@ class CheckpointBank:
 
     def __init__(self, store: Store, run_id: str, cache_dir: str | Path) -> None:
         self.store = store
-        self.run_id = run_id
+        self.run_id = check_key(run_id, store.uri)
         # keyed by the bank's URI too: two banks with the same run id never share a cache
-        self.cache_dir = Path(cache_dir) / hashlib.sha256(store.uri.encode()).hexdigest()[:12] / run_id
+        self.cache_dir = safe_path(cache_dir, hashlib.sha256(store.uri.encode()).hexdigest()[:12], run_id)
         self.downloads = 0  # checkpoint downloads (cache misses), for tests and logs
 
     @classmethod
@@ -80,32 +69,27 @@ class CheckpointBank:
     def uri(self) -> str:
         return join(self.store.uri, self.run_id)
 
-    def _key(self, *parts: str) -> str:
-        return join(self.run_id, *parts)
-
     # ---- reading ------------------------------------------------------------------
     def _read_manifest(self) -> tuple[list[BankEntry], str | None]:
-        data, token = self.store.read_versioned(self._key(MANIFEST))
-        if data is None:
-            return [], None
-        try:
-            doc = json.loads(data)
-            return [BankEntry.from_json(e) for e in doc["entries"]], token
-        except (ValueError, KeyError, TypeError) as err:
-            raise CheckpointError(f"{self.store.describe(self._key(MANIFEST))} is not a valid bank manifest: {err}") from None
+        """(every manifest entry, including those gc removed, version token); validated on every read."""
+        manifest, token = read_manifest(self.store, self.run_id)
+        return (list(manifest.entries) if manifest else []), token
 
     def entries(self) -> list[BankEntry]:
         """Committed checkpoints in commit order (θ_0 first)."""
-        return self._read_manifest()[0]
+        return [e for e in self._read_manifest()[0] if not e.removed]
 
     def ids(self) -> list[str]:
         return [e.id for e in self.entries()]
 
     def entry(self, ckpt_id: str) -> BankEntry:
-        for e in self.entries():
+        entries = self.entries()
+        for e in entries:
             if e.id == ckpt_id:
                 return e
-        raise CheckpointError(f"checkpoint {ckpt_id!r} is not committed in bank {self.uri} (have: {self.ids()})")
+        raise CheckpointError(
+            f"checkpoint {shown(ckpt_id)} is not committed in bank {self.uri} (have: {[e.id for e in entries]})"
+        )
 
     def entry_for_round(self, round_idx: int) -> BankEntry | None:
         """The checkpoint made by round `round_idx` (0 = θ_0), if committed."""
@@ -114,21 +98,13 @@ class CheckpointBank:
     def fetch(self, ckpt_id: str) -> Path:
         """A verified local copy of a committed checkpoint (cached; downloaded once)."""
         entry = self.entry(ckpt_id)
-        local = self.cache_dir / ckpt_id
+        local = safe_path(self.cache_dir, entry.id)
         if _verified(local, entry.files):
             return local
         # a private download dir per process: several workers may share one cache
-        tmp = self.cache_dir / f".{ckpt_id}.{os.getpid()}.{uuid.uuid4().hex[:8]}.partial"
+        tmp = safe_path(self.cache_dir, f".{entry.id}.{os.getpid()}.{uuid.uuid4().hex[:8]}.partial")
         try:
-            for rel, sha in entry.files.items():
-                dest = tmp / rel
-                self.store.get_file(self._key(ckpt_id, rel), dest)
-                got = sha256_file(dest)
-                if got != sha:
-                    raise CheckpointError(
-                        f"{self.store.describe(self._key(ckpt_id, rel))} is corrupt: sha256 {got[:12]}… != manifest {sha[:12]}…"
-                    )
-            (tmp / ".verified").write_text(json.dumps(entry.files))
+            self._download(entry, tmp)
             if _verified(local, entry.files):
                 return local  # another process finished the same download first
             shutil.rmtree(local, ignore_errors=True)
@@ -142,42 +118,82 @@ class CheckpointBank:
         self.downloads += 1
         return local
 
+    def _download(self, entry: BankEntry, tmp: Path) -> None:
+        """Every file of `entry` into `tmp` (each path checked to stay inside it), sha256-verified."""
+        for rel, key in entry.keys(self.run_id).items():
+            dest = safe_path(tmp, rel)
+            self.store.get_file(key, dest)
+            got, want = sha256_file(dest), entry.files[rel]
+            if got != want:
+                raise CheckpointError(f"{self.store.describe(key)} is corrupt: sha256 {got[:12]}… != manifest {want[:12]}…")
+        safe_path(tmp, ".verified").write_text(json.dumps(entry.files))
+
     # ---- writing ------------------------------------------------------------------
     def commit(self, local_dir: str | Path, ckpt_id: str, *, round_idx: int, step: int, parent: str | None) -> BankEntry:
-        """Upload `local_dir` as checkpoint `ckpt_id`, verify it, then list it in the manifest."""
+        """Upload `local_dir` as checkpoint `ckpt_id` (its own attempt prefix), verify it, then list it in the manifest."""
         local_dir = Path(local_dir)
-        entries, _ = self._read_manifest()
-        if any(e.id == ckpt_id for e in entries):
-            raise CheckpointError(f"checkpoint {ckpt_id} already committed in {self.uri}; committed entries are never overwritten")
         files = {p.relative_to(local_dir).as_posix(): sha256_file(p) for p in sorted(local_dir.rglob("*")) if p.is_file()}
         if not files:
             raise CheckpointError(f"refusing to commit empty checkpoint directory {local_dir}")
-        for rel in files:
-            self.store.put_file(local_dir / rel, self._key(ckpt_id, rel))
-        self._verify_uploaded(ckpt_id, files)
-        entry = BankEntry(ckpt_id, round_idx, step, parent, files)
-        for _ in range(5):
-            entries, token = self._read_manifest()
-            if any(e.id == ckpt_id for e in entries):
-                raise CheckpointError(f"checkpoint {ckpt_id} was committed concurrently by another writer")
-            doc = {"run_id": self.run_id, "entries": [e.to_json() for e in [*entries, entry]]}
-            try:
-                self.store.write_if(self._key(MANIFEST), json.dumps(doc, indent=1).encode(), token)
-                break
-            except ConflictError:
-                logger.warning("manifest of %s changed while committing %s; retrying", self.uri, ckpt_id)
-        else:
-            raise CheckpointError(f"could not commit {ckpt_id}: the manifest of {self.uri} kept changing (concurrent writers?)")
-        logger.info("committed %s (round %d, step %d) to %s", ckpt_id, round_idx, step, self.uri)
+        entries, _ = self._read_manifest()
+        if any(e.id == ckpt_id for e in entries):
+            raise CheckpointError(f"checkpoint {ckpt_id} already committed in {self.uri}; committed entries are never overwritten")
+        raw = {"id": ckpt_id, "round": round_idx, "step": step, "parent": parent, "files": files, "attempt": uuid.uuid4().hex}
+        entry = self._appended(entries, raw, "cannot take").entries[-1]  # schema + lineage checked before any upload
+        keys = entry.keys(self.run_id)
+        for rel, key in keys.items():
+            self.store.put_file(local_dir / rel, key)
+        try:
+            self._verify_uploaded(entry)
+            self._write_entry(entry)
+        except CheckpointError:
+            self._discard(entry, keys)
+            raise
+        logger.info("committed %s (round %d, step %d, attempt %s) to %s", ckpt_id, round_idx, step, entry.attempt, self.uri)
         return entry
 
-    def _verify_uploaded(self, ckpt_id: str, files: dict[str, str]) -> None:
+    def _appended(self, entries: list[BankEntry], raw: dict[str, Any], problem: str) -> Manifest:
+        doc = {"run_id": self.run_id, "entries": [*(e.to_json() for e in entries), raw]}
+        where = self.store.describe(join(self.run_id, MANIFEST))
+        return validate_manifest(doc, where, f"{problem} checkpoint {shown(raw['id'])}", "nothing was uploaded or changed")
+
+    def _write_entry(self, entry: BankEntry) -> None:
+        """Add `entry` to the manifest (conditional write); CheckpointError if its id was taken meanwhile."""
+        for _ in range(MANIFEST_RETRIES):
+            entries, token = self._read_manifest()
+            taken = next((e for e in entries if e.id == entry.id), None)
+            if taken is not None and taken.attempt == entry.attempt:
+                return  # our own write landed (its reply was lost): committed
+            if taken is not None:
+                raise CheckpointError(
+                    f"checkpoint {entry.id} was committed concurrently by another writer (attempt {taken.attempt}) in "
+                    f"{self.uri}; this attempt ({entry.attempt}) lost, removed its own uploads and changed nothing"
+                )
+            manifest = self._appended(entries, entry.to_json(), "cannot add")
+            try:
+                self.store.write_if(join(self.run_id, MANIFEST), manifest.to_bytes(), token)
+                return
+            except ConflictError:
+                logger.warning("manifest of %s changed while committing %s; retrying", self.uri, entry.id)
+        raise CheckpointError(f"could not commit {entry.id}: the manifest of {self.uri} kept changing (concurrent writers?)")
+
+    def _discard(self, entry: BankEntry, keys: dict[str, str]) -> None:
+        """Delete this attempt's exact uploaded keys, unless the manifest shows the attempt committed after all."""
+        try:
+            if any(e.id == entry.id and e.attempt == entry.attempt for e in self.entries()):
+                return
+            for key in keys.values():
+                self.store.delete(key)
+        except (SeppoError, StorageError, OSError) as err:
+            logger.warning("could not remove the uploads of attempt %s of %s (%s); `seppo bank gc` will", entry.attempt, entry.id, err)
+
+    def _verify_uploaded(self, entry: BankEntry) -> None:
         with tempfile.TemporaryDirectory() as tmp:
-            for rel, sha in files.items():
+            for rel, key in entry.keys(self.run_id).items():
                 dest = Path(tmp) / "f"
-                self.store.get_file(self._key(ckpt_id, rel), dest)
-                if sha256_file(dest) != sha:
-                    raise CheckpointError(f"upload of {self.store.describe(self._key(ckpt_id, rel))} did not verify (sha256 mismatch)")
+                self.store.get_file(key, dest)
+                if sha256_file(dest) != entry.files[rel]:
+                    raise CheckpointError(f"upload of {self.store.describe(key)} did not verify (sha256 mismatch)")
 
     def ensure_initial(self, model_dir: str | Path) -> BankEntry:
         """Commit θ_0 (the base model's unet/ and scheduler/) once; later calls return it."""

@@ -1,30 +1,32 @@
 """Bank administration: list runs, show a run's checkpoints, garbage-collect a run.
 
 Runs live under a bank root as `<bank_uri>/<run_id>/manifest.json` plus one folder per
-checkpoint (see `seppo_lib.bank`). `gc` deletes
+checkpoint (see `seppo_lib.bank`). The manifest is validated (`seppo_lib.bank_manifest`) on
+every read: a bad one stops `ls`, `show` and `gc` with one line. `gc` deletes only exact keys:
 
-- **uncommitted leftovers**: files under the run's prefix that the manifest does not
-  reference (uploads of a writer that crashed before its manifest write), and
-- with `keep_last=N`, **old committed checkpoints** beyond the last N, except θ_0
+- **uncommitted leftovers**: files under `<run_id>/<checkpoint id>/` (`initial`, `ckpt-<digits>`)
+  that no valid manifest entry references (uploads of a writer that crashed or lost a race);
+  other files under the run are reported and left alone, the manifest is never touched;
+- with `keep_last=N`, the files of **old committed checkpoints** beyond the last N, except θ_0
   (`initial`) and every checkpoint a registered model version points to (version tag
   `seppo.checkpoint` of a version whose `seppo.bank_run_id` is this run, or unknown).
 
-A committed checkpoint is first dropped from the manifest with a conditional write and only
-then are its files deleted, so no reader ever lists a checkpoint whose files are going away.
-gc must not run while a writer commits to the same run: an in-flight upload looks exactly
-like a crashed one. After deleting leftovers gc re-reads the manifest and raises if a
-concurrent writer committed one of the deleted files meanwhile.
+Without a manifest, or with an invalid one, gc refuses unless `force=True` (then no checkpoint
+counts as committed). A committed checkpoint is first marked removed in the manifest with a
+conditional write (its lineage stays for its children) and only then are its files deleted, so
+no reader ever lists a checkpoint whose files are going away. gc must not run while a writer
+commits to the same run: an in-flight upload looks exactly like a crashed one. After deleting
+leftovers gc re-reads the manifest and raises if a concurrent writer committed one of them.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from seppo_lib.bank import INITIAL, MANIFEST, BankEntry
+from seppo_lib.bank_manifest import CKPT_ID, INITIAL, MANIFEST, BankEntry, Manifest, read_manifest
 from seppo_lib.errors import CheckpointError, SeppoError
 from seppo_lib.storage import ConflictError, Store, join, open_store
 
@@ -61,9 +63,11 @@ class EntryInfo:
 class GcPlan:
     run_id: str
     uri: str
-    leftovers: dict[str, int] = field(default_factory=dict)  # key -> bytes
+    leftovers: dict[str, int] = field(default_factory=dict)  # uncommitted key -> bytes
     remove: list[EntryInfo] = field(default_factory=list)  # committed entries to drop
+    remove_keys: dict[str, int] = field(default_factory=dict)  # their exact existing keys -> bytes
     keep: dict[str, str] = field(default_factory=dict)  # committed id -> why it stays
+    ignored: dict[str, int] = field(default_factory=dict)  # files gc never touches (not a checkpoint's)
 
     @property
     def leftover_bytes(self) -> int:
@@ -71,42 +75,49 @@ class GcPlan:
 
     @property
     def removed_bytes(self) -> int:
-        return sum(e.bytes for e in self.remove)
+        return sum(self.remove_keys.values())
 
     @property
     def bytes_freed(self) -> int:
         return self.leftover_bytes + self.removed_bytes
 
+    @property
+    def deletes(self) -> list[str]:
+        """Every key gc deletes (or would), exactly."""
+        return [*self.remove_keys, *self.leftovers]
+
 
 # ---- reading -----------------------------------------------------------------------
 
 
-def _manifest(store: Store, run_id: str) -> tuple[dict[str, Any] | None, list[BankEntry], str | None]:
-    """(document, entries, version token) of a run's manifest; (None, [], None) when absent."""
-    key = join(run_id, MANIFEST)
-    data, token = store.read_versioned(key)
-    if data is None:
-        return None, [], None
-    try:
-        doc = json.loads(data)
-        return doc, [BankEntry.from_json(e) for e in doc["entries"]], token
-    except (ValueError, KeyError, TypeError) as err:
-        raise CheckpointError(
-            f"{store.describe(key)} is not a valid bank manifest ({err}); fix or restore it before gc"
-        ) from None
+def _live(manifest: Manifest | None) -> list[BankEntry]:
+    return manifest.live if manifest else []
 
 
 def _entry_info(entry: BankEntry, sizes: dict[str, int], run_id: str) -> EntryInfo:
-    total = sum(sizes.get(join(run_id, entry.id, rel), 0) for rel in entry.files)
+    total = sum(sizes.get(key, 0) for key in entry.keys(run_id).values())
     return EntryInfo(entry.id, entry.round, entry.step, entry.parent, len(entry.files), total)
 
 
 def _referenced(run_id: str, entries: Iterable[BankEntry]) -> set[str]:
-    return {join(run_id, e.id, rel) for e in entries for rel in e.files}
+    return {key for e in entries for key in e.keys(run_id).values()}
 
 
 def _is_bookkeeping(run_id: str, key: str) -> bool:
     return key in (join(run_id, MANIFEST), join(run_id, MANIFEST + LEASE_SUFFIX))
+
+
+def _split(run_id: str, sizes: dict[str, int], entries: list[BankEntry]) -> tuple[dict[str, int], dict[str, int]]:
+    """(uncommitted checkpoint files, other unreferenced files) of a run: exact listed keys -> bytes."""
+    referenced = _referenced(run_id, entries)
+    leftovers: dict[str, int] = {}
+    ignored: dict[str, int] = {}
+    for key, size in sizes.items():
+        if key in referenced or _is_bookkeeping(run_id, key):
+            continue
+        ckpt_id, _, rel = key.removeprefix(run_id + "/").partition("/")
+        (leftovers if rel and CKPT_ID.fullmatch(ckpt_id) else ignored)[key] = size
+    return leftovers, ignored
 
 
 def list_runs(bank_uri: str, settings: Any = None) -> list[RunInfo]:
@@ -120,7 +131,7 @@ def list_runs(bank_uri: str, settings: Any = None) -> list[RunInfo]:
     runs = []
     for run_id, sizes in sorted(per_run.items()):
         has_manifest = join(run_id, MANIFEST) in sizes
-        entries = _manifest(store, run_id)[1] if has_manifest else []
+        entries = _live(read_manifest(store, run_id)[0]) if has_manifest else []
         runs.append(RunInfo(
             run_id=run_id, entries=len(entries), latest=entries[-1].id if entries else None,
             rounds=max((e.round for e in entries), default=0), files=len(sizes), bytes=sum(sizes.values()),
@@ -142,10 +153,8 @@ def show_run(bank_uri: str, run_id: str, settings: Any = None) -> tuple[list[Ent
     store = open_store(bank_uri, settings)
     sizes = store.sizes(run_id + "/")
     _require_run(store, run_id, sizes)
-    _, entries, _ = _manifest(store, run_id)
-    referenced = _referenced(run_id, entries)
-    leftovers = {k: v for k, v in sizes.items() if k not in referenced and not _is_bookkeeping(run_id, k)}
-    return [_entry_info(e, sizes, run_id) for e in entries], leftovers
+    entries = _live(read_manifest(store, run_id)[0])
+    return [_entry_info(e, sizes, run_id) for e in entries], _split(run_id, sizes, entries)[0]
 
 
 # ---- protection ---------------------------------------------------------------------
@@ -178,22 +187,40 @@ def registered_checkpoints(run_id: str, model_names: Iterable[str], tracking_uri
 # ---- gc -----------------------------------------------------------------------------
 
 
+def _gc_manifest(store: Store, run_id: str, force: bool) -> tuple[Manifest | None, str | None]:
+    """The run's validated manifest for gc; without one (or with a bad one) refuse unless `force`."""
+    uri = join(store.uri, run_id)
+    try:
+        manifest, token = read_manifest(store, run_id)
+    except CheckpointError as err:
+        if not force:
+            raise CheckpointError(f"gc refused: {err} (or pass --force: then no checkpoint counts as committed)") from None
+        logger.warning("gc --force of %s: %s; treating no checkpoint as committed", uri, err)
+        return None, None
+    if manifest is None and not force:
+        raise CheckpointError(
+            f"gc refused: {uri} has no {MANIFEST}, so every checkpoint file would count as uncommitted; "
+            "restore the manifest, or pass --force (after --dry-run) to delete them all"
+        )
+    return manifest, token
+
+
 def plan_gc(
-    store: Store, run_id: str, keep_last: int | None, registered: dict[str, str]
-) -> tuple[GcPlan, dict[str, Any] | None, list[BankEntry], str | None]:
-    """What gc would delete now; also the manifest (document, entries, token) it was planned on."""
+    store: Store, run_id: str, keep_last: int | None, registered: dict[str, str], force: bool = False
+) -> tuple[GcPlan, Manifest | None, str | None]:
+    """What gc would delete now (exact keys); also the manifest and version token it was planned on."""
     if keep_last is not None and keep_last < 0:
         raise SeppoError(f"--keep-last must be >= 0, got {keep_last}")
     sizes = store.sizes(run_id + "/")
     _require_run(store, run_id, sizes)
-    doc, entries, token = _manifest(store, run_id)
+    manifest, token = _gc_manifest(store, run_id, force)
+    entries = _live(manifest)
     plan = GcPlan(run_id, join(store.uri, run_id))
-    referenced = _referenced(run_id, entries)
-    plan.leftovers = {k: v for k, v in sizes.items() if k not in referenced and not _is_bookkeeping(run_id, k)}
-    trained = [e for e in entries if e.id != INITIAL and e.round != 0]
+    plan.leftovers, plan.ignored = _split(run_id, sizes, entries)
+    trained = [e for e in entries if e.id != INITIAL]
     recent = {e.id for e in trained[len(trained) - keep_last:]} if keep_last else set()
     for e in entries:
-        if e.id == INITIAL or e.round == 0:
+        if e.id == INITIAL:
             plan.keep[e.id] = "θ_0, always kept"
         elif e.id in registered:
             plan.keep[e.id] = f"registered as {registered[e.id]}"
@@ -203,16 +230,8 @@ def plan_gc(
             plan.keep[e.id] = f"among the last {keep_last}"
         else:
             plan.remove.append(_entry_info(e, sizes, run_id))
-    return plan, doc, entries, token
-
-
-def _drop_from_manifest(
-    store: Store, run_id: str, doc: dict[str, Any], entries: list[BankEntry], token: str | None, drop: set[str]
-) -> None:
-    """Conditional rewrite of the manifest without `drop` (ConflictError if it changed since read)."""
-    kept = [e.to_json() for e in entries if e.id not in drop]
-    new_doc = {**doc, "run_id": doc.get("run_id", run_id), "entries": kept}
-    store.write_if(join(run_id, MANIFEST), json.dumps(new_doc, indent=1).encode(), token)
+            plan.remove_keys.update((k, sizes[k]) for k in e.keys(run_id).values() if k in sizes)
+    return plan, manifest, token
 
 
 def gc(
@@ -221,23 +240,25 @@ def gc(
     *,
     keep_last: int | None = None,
     dry_run: bool = False,
+    force: bool = False,
     registered: dict[str, str] | None = None,
     settings: Any = None,
 ) -> GcPlan:
-    """Delete a run's uncommitted leftovers and (keep_last) old unprotected checkpoints.
+    """Delete a run's uncommitted leftovers and (keep_last) old unprotected checkpoints, by exact key.
 
     `registered`: checkpoint id -> registered version (see `registered_checkpoints`); those
-    are never removed, nor is θ_0. Returns the plan that was carried out (or would be).
+    are never removed, nor is θ_0. `force`: run without a (valid) manifest. Returns the plan
+    that was carried out (or would be, with `dry_run`).
     """
     store = open_store(bank_uri, settings)
-    registered = registered or {}
     for _ in range(MANIFEST_RETRIES):
-        plan, doc, entries, token = plan_gc(store, run_id, keep_last, registered)
+        plan, manifest, token = plan_gc(store, run_id, keep_last, registered or {}, force)
         if dry_run or not plan.remove:
             break
-        assert doc is not None  # entries to remove come from a manifest
+        assert manifest is not None  # entries to remove come from a manifest
         try:
-            _drop_from_manifest(store, run_id, doc, entries, token, {e.id for e in plan.remove})
+            dropped = manifest.without({e.id for e in plan.remove})
+            store.write_if(join(run_id, MANIFEST), dropped.to_bytes(), token)
             break
         except ConflictError:
             logger.warning("manifest of %s changed while gc planned; planning again", plan.uri)
@@ -247,20 +268,17 @@ def gc(
         )
     if dry_run:
         return plan
-    for e in plan.remove:
-        for key in store.list(join(run_id, e.id) + "/"):
-            store.delete(key)
-        logger.info("removed committed checkpoint %s of %s (%d bytes)", e.id, plan.uri, e.bytes)
-    for key in plan.leftovers:
+    for key in plan.deletes:
         store.delete(key)
+    for e in plan.remove:
+        logger.info("removed committed checkpoint %s of %s (%d bytes)", e.id, plan.uri, e.bytes)
     _check_no_commit_raced(store, run_id, plan)
     return plan
 
 
 def _check_no_commit_raced(store: Store, run_id: str, plan: GcPlan) -> None:
     """Raise if a writer committed files that gc deleted as leftovers while it ran."""
-    _, entries, _ = _manifest(store, run_id)
-    lost = sorted(set(plan.leftovers) & _referenced(run_id, entries))
+    lost = sorted(set(plan.leftovers) & _referenced(run_id, _live(read_manifest(store, run_id)[0])))
     if lost:
         ids = sorted({key.split("/")[1] for key in lost})
         raise CheckpointError(

@@ -61,18 +61,23 @@ def _gc(args: argparse.Namespace) -> int:
     if args.model_name and not args.tracking_uri:
         raise SeppoError("--model-name needs the registry: pass --tracking-uri or set MLFLOW_TRACKING_URI")
     registered = registered_checkpoints(args.run_id, args.model_name, args.tracking_uri) if args.model_name else {}
-    plan = gc(args.uri, args.run_id, keep_last=args.keep_last, dry_run=args.dry_run, registered=registered)
+    plan = gc(args.uri, args.run_id, keep_last=args.keep_last, dry_run=args.dry_run, force=args.force,
+              registered=registered)  # fmt: skip
     verb = "would delete" if args.dry_run else "deleted"
     print(f"bank run {plan.uri}")
     for key, size in plan.leftovers.items():
         print(f"  {verb} uncommitted {key} ({human_bytes(size)})")
     for e in plan.remove:
-        print(f"  {verb} committed {e.id} (round {e.round}, step {e.step}, {e.files} files, {human_bytes(e.bytes)})")
+        print(f"  {verb} committed {e.id} (round {e.round}, step {e.step}, {e.files} files, {human_bytes(e.bytes)}):")
+    for key, size in plan.remove_keys.items():
+        print(f"    {verb} {key} ({human_bytes(size)})")
     for ckpt, why in plan.keep.items():
         print(f"  kept {ckpt}: {why}")
+    for key in plan.ignored:
+        print(f"  left alone {key} (not a checkpoint file)")
     freed = "would free" if args.dry_run else "freed"
-    print(f"{len(plan.leftovers)} uncommitted file(s) and {len(plan.remove)} checkpoint(s) {verb}; "
-          f"{freed} {human_bytes(plan.bytes_freed)} ({plan.bytes_freed} bytes)"
+    print(f"{len(plan.leftovers)} uncommitted file(s) and {len(plan.remove)} checkpoint(s) ({len(plan.remove_keys)} file(s)) "
+          f"{verb}; {freed} {human_bytes(plan.bytes_freed)} ({plan.bytes_freed} bytes)"
           + (" -- dry run, nothing deleted" if args.dry_run else ""))
     return 0
 
@@ -101,7 +106,8 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
 
     p = sub.add_parser(
         "gc", help="delete uncommitted leftovers and (--keep-last) old checkpoints of a run",
-        description="Delete files under the run that the manifest does not list (uploads of crashed writers). With "
+        description="Delete files under the run's checkpoint folders that the manifest does not list (uploads of "
+        "crashed or losing writers), by exact key; refuse without a valid manifest unless --force. With "
         "--keep-last N also remove committed checkpoints older than the last N rounds, but never θ_0 ('initial') and "
         "never a checkpoint a registered model version points to (version tag seppo.checkpoint; give --tracking-uri "
         "and --model-name). Removed checkpoints leave the manifest (conditional write) before their files are "
@@ -114,7 +120,10 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
     p.add_argument("run_id", help="run id (see `seppo bank ls`)")
     p.add_argument("--keep-last", type=int, default=None, metavar="N",
                    help="also remove committed checkpoints beyond the last N (θ_0 and registered ones always stay)")
-    p.add_argument("--dry-run", action="store_true", help="print what would be deleted and the bytes freed; delete nothing")
+    p.add_argument("--dry-run", action="store_true", help="print every key gc would delete and the bytes freed; delete nothing")
+    p.add_argument("--force", action="store_true",
+                   help="run even without a manifest or with an invalid one: then no checkpoint counts as committed and "
+                   "every checkpoint file of the run is deleted (the manifest itself never is); --dry-run first")
     p.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI"),
                    help="MLflow registry whose versions protect their checkpoints (default: env MLFLOW_TRACKING_URI)")
     p.add_argument("--model-name", action="append", default=None, metavar="NAME",

@@ -1,4 +1,8 @@
-"""Local-filesystem `Store` (plain paths and file:// URIs)."""
+"""Local-filesystem `Store` (plain paths and file:// URIs).
+
+Every key becomes a path through `seppo_lib.paths.safe_path`: nothing outside the root is
+ever read, written or deleted (`..`, absolute keys and symlinks out of the root are refused).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from seppo_lib.paths import safe_path
 from seppo_lib.storage.base import ConflictError, Store
 
 
@@ -18,10 +23,8 @@ class LocalStore(Store):
         self.uri = str(self.root)
 
     def _path(self, key: str) -> Path:
-        path = (self.root / key).resolve()
-        if path != self.root and self.root not in path.parents:
-            raise ValueError(f"key {key!r} escapes the store root {self.root}")
-        return path
+        """Every read, write and delete of this store resolves its key here (refused outside the root)."""
+        return safe_path(self.root, key)
 
     def _atomic_write(self, path: Path, writer) -> None:  # type: ignore[no-untyped-def]
         path.parent.mkdir(parents=True, exist_ok=True)

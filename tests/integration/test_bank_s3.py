@@ -134,17 +134,17 @@ def test_concurrent_writers_both_listed_or_a_clear_error(s3_bucket: str, tmp_pat
     _fill(s3_bucket, tmp_path, 0)
     a, b = _bank(s3_bucket, tmp_path, "a"), _bank(s3_bucket, tmp_path, "b")
     # different checkpoints: b commits between a's manifest read and a's write -> a re-reads, both listed
-    _interleave(monkeypatch, a, lambda: b.commit(_ckpt(tmp_path, "b1"), "ckpt-b", round_idx=1, step=1, parent="initial"))
+    _interleave(monkeypatch, a, lambda: b.commit(_ckpt(tmp_path, "b1"), "ckpt-000011", round_idx=1, step=1, parent="initial"))
     with caplog.at_level(logging.WARNING):
-        a.commit(_ckpt(tmp_path, "a1"), "ckpt-a", round_idx=1, step=1, parent="initial")
-    assert "changed while committing ckpt-a; retrying" in caplog.text
-    assert sorted(_bank(s3_bucket, tmp_path, "r1").ids()) == ["ckpt-a", "ckpt-b", "initial"]
+        a.commit(_ckpt(tmp_path, "a1"), "ckpt-000001", round_idx=1, step=1, parent="initial")
+    assert "changed while committing ckpt-000001; retrying" in caplog.text
+    assert sorted(_bank(s3_bucket, tmp_path, "r1").ids()) == ["ckpt-000001", "ckpt-000011", "initial"]
     # the same checkpoint id: the later writer gets a clear CheckpointError, the earlier one's entry stands
     monkeypatch.undo()
     winner = _ckpt(tmp_path, "b2")
-    _interleave(monkeypatch, a, lambda: b.commit(winner, "ckpt-2", round_idx=2, step=2, parent="ckpt-b"))
+    _interleave(monkeypatch, a, lambda: b.commit(winner, "ckpt-2", round_idx=2, step=2, parent="ckpt-000011"))
     with pytest.raises(CheckpointError, match="ckpt-2 was committed concurrently by another writer"):
-        a.commit(_ckpt(tmp_path, "a2"), "ckpt-2", round_idx=2, step=2, parent="ckpt-a")
+        a.commit(_ckpt(tmp_path, "a2"), "ckpt-2", round_idx=2, step=2, parent="ckpt-000001")
     reader = _bank(s3_bucket, tmp_path, "r2")
     assert [e.id for e in reader.entries()].count("ckpt-2") == 1
     fetched = reader.fetch("ckpt-2")  # verifies every sha256 against the manifest
@@ -186,7 +186,8 @@ def test_a_corrupted_checkpoint_file_is_refused_naming_the_file(metadata: str, s
     it; with stale metadata kept, the store's integrity check does. Either way the file is named."""
     _fill(s3_bucket, tmp_path, 1)
     bucket, prefix = parse_s3_uri(s3_bucket)
-    key = f"{prefix}/{RUN}/ckpt-000001/unet/diffusion_pytorch_model.safetensors"
+    rel = _bank(s3_bucket, tmp_path, "probe").entry("ckpt-000001").key(RUN, "unet/diffusion_pytorch_model.safetensors")
+    key = f"{prefix}/{rel}"
     client = s3_client(s3_server)
     obj = client.get_object(Bucket=bucket, Key=key)
     body = bytearray(obj["Body"].read())
@@ -197,7 +198,7 @@ def test_a_corrupted_checkpoint_file_is_refused_naming_the_file(metadata: str, s
     with pytest.raises((CheckpointError, StorageError)) as err:
         reader.fetch("ckpt-000001")
     print(f"corrupt file ({metadata} metadata): {type(err.value).__name__}: {err.value}")
-    assert f"{s3_bucket}/{RUN}/ckpt-000001/unet/diffusion_pytorch_model.safetensors" in str(err.value)
+    assert f"{s3_bucket}/{rel}" in str(err.value)
     assert "\n" not in str(err.value) and not (reader.cache_dir / "ckpt-000001").exists()
     assert reader.fetch("initial").is_dir()  # the other checkpoints are unaffected
 
@@ -289,7 +290,9 @@ def test_gc_refuses_to_guess_and_names_unknown_runs(bank_root: str, tmp_path: Pa
     plan = gc(bank_root, RUN, keep_last=0)  # library call: nothing registered, keep none -> only θ_0 stays
     assert [e.id for e in plan.remove] == ["ckpt-000001", "ckpt-000002"] and not plan.leftovers
     assert _bank(bank_root, tmp_path, "r").ids() == ["initial"] and _bank(bank_root, tmp_path, "r").fetch("initial").is_dir()
-    assert set(gc(bank_root, "orphan").leftovers) == {"orphan/initial/unet/config.json"}
+    with pytest.raises(CheckpointError, match="gc refused: .*orphan has no manifest.json"):
+        gc(bank_root, "orphan")  # no manifest: every file would look uncommitted
+    assert set(gc(bank_root, "orphan", force=True).leftovers) == {"orphan/initial/unet/config.json"}
     assert open_store(bank_root).list("orphan/") == []
 
 
@@ -307,3 +310,34 @@ def test_gc_replans_when_a_writer_commits_meanwhile(s3_bucket: str, tmp_path: Pa
     plan = gc(s3_bucket, RUN, keep_last=1)
     assert [e.id for e in plan.remove] == ["ckpt-000001", "ckpt-000002"]  # planned again on the new manifest
     assert _bank(s3_bucket, tmp_path, "r").ids() == ["initial", "ckpt-000003"]
+
+
+@pytest.mark.parametrize("hostile", ["absolute id", "climbing id", "absolute file key", "empty id"])
+def test_a_hostile_manifest_is_one_line_everywhere(hostile: str, bank_root: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """ls, show, gc, fetch and a resume's manifest read all stop with one line; nothing outside is touched."""
+    bank = _fill(bank_root, tmp_path, 1)
+    outside = tmp_path / "outside"
+    (outside / "unet").mkdir(parents=True)
+    (outside / "keep.txt").write_text("keep")
+    doc = json.loads(bank.store.get_bytes(f"{RUN}/manifest.json"))
+    bad = dict(doc["entries"][1])
+    if hostile == "absolute file key":
+        rel = next(iter(bad["files"]))
+        bad["files"] = {str(outside / "unet" / "evil.bin"): bad["files"][rel]}
+        bank.store.put_bytes(f"{RUN}/{bad['id']}{outside}/unet/evil.bin", b"x")  # where join() used to point
+    else:
+        bad["id"] = {"absolute id": str(outside), "climbing id": "../../..", "empty id": ""}[hostile]
+    doc["entries"].append({**bad, "round": 2, "parent": doc["entries"][1]["id"]})
+    bank.store.put_bytes(f"{RUN}/manifest.json", json.dumps(doc).encode())
+    before = open_store(bank_root).list("")
+    uri = open_store(bank_root).describe(f"{RUN}/manifest.json")
+    for argv in (["ls", bank_root], ["show", bank_root, RUN], ["gc", bank_root, RUN], ["gc", bank_root, RUN, "--dry-run"]):
+        assert seppo(["bank", *argv]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and uri in err and "entry #2" in err, err
+    reader = _bank(bank_root, tmp_path, "reader")
+    for read in (reader.entries, lambda: reader.fetch(bad["id"]), lambda: reader.entry_for_round(1)):
+        with pytest.raises(CheckpointError, match="entry #2"):
+            read()
+    assert open_store(bank_root).list("") == before
+    assert sorted(p.name for p in outside.rglob("*")) == ["keep.txt", "unet"]

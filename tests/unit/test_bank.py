@@ -53,8 +53,8 @@ def test_half_written_checkpoint_is_never_listed(tmp_path: Path) -> None:
 def test_truncated_file_is_refused_with_its_name(tmp_path: Path) -> None:
     store = LocalStore(tmp_path / "bank")
     bank = CheckpointBank(store, "run1", tmp_path / "cache")
-    bank.commit(_ckpt(tmp_path, "a", b"0123456789"), "initial", round_idx=0, step=0, parent=None)
-    key = "run1/initial/unet/diffusion_pytorch_model.safetensors"
+    entry = bank.commit(_ckpt(tmp_path, "a", b"0123456789"), "initial", round_idx=0, step=0, parent=None)
+    key = entry.key("run1", "unet/diffusion_pytorch_model.safetensors")
     store.put_bytes(key, b"01234")  # truncated after commit
     with pytest.raises(CheckpointError) as err:
         bank.fetch("initial")
