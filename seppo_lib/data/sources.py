@@ -9,22 +9,23 @@
 (c) a folder of video clips (GIF/MP4/WebM files or frame folders) with `metadata.jsonl`:
     see `seppo_lib.data.video`.
 
-Bad rows are never silently dropped: each is counted under a reason in a
-`ValidationReport`, and a source with no valid row raises `DataError`.
+Bad rows are never silently dropped and never abort: each is counted under a reason in a
+`ValidationReport` (the reasons: `seppo_lib.data.rows`), and a source with no valid row raises
+`DataError`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
-import json
 import logging
-from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
+from seppo_lib.data.rows import DECODE_ERRORS, ValidationReport, check_pixels, drop_decode_error, iter_metadata
 from seppo_lib.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -40,78 +41,46 @@ class PreferenceRow:
     loser: Image.Image | None = None
 
 
-@dataclass
-class ValidationReport:
-    total: int = 0
-    valid: int = 0
-    dropped: Counter[str] = field(default_factory=Counter)
-    examples: dict[str, str] = field(default_factory=dict)
-
-    def drop(self, reason: str, where: str) -> None:
-        self.dropped[reason] += 1
-        self.examples.setdefault(reason, where)
-        logger.debug("dropping row %s: %s", where, reason)
-
-    def to_json(self) -> dict[str, object]:
-        return {"total": self.total, "valid": self.valid, "dropped": dict(self.dropped), "examples": self.examples}
-
-    def summary(self) -> str:
-        parts = ", ".join(f"{n} {r} (e.g. {self.examples[r]})" for r, n in sorted(self.dropped.items()))
-        return f"{self.valid}/{self.total} rows valid" + (f"; dropped: {parts}" if parts else "")
-
-
-def _open_image(data: bytes | Path) -> Image.Image:
-    img = Image.open(io.BytesIO(data) if isinstance(data, bytes) else data)
+def _open_image(data: bytes | Path, max_pixels: int) -> Image.Image:
+    img = check_pixels(Image.open(io.BytesIO(data) if isinstance(data, bytes) else data), max_pixels)
     img.load()  # decode fully: truncated files fail here, not later
     return img.convert("RGB")
 
 
 def _decode(data: bytes | Path, report: ValidationReport, where: str) -> Image.Image | None:
     try:
-        return _open_image(data)
+        return _open_image(data, report.max_image_pixels)
     except FileNotFoundError:
         report.drop("missing_image", where)
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
-        report.drop("corrupt_image", where)
+    except (Image.DecompressionBombError, UnidentifiedImageError, *DECODE_ERRORS) as err:
+        drop_decode_error(err, report, where, "corrupt_image")
     return None
 
 
 def _caption(value: object, report: ValidationReport, where: str) -> str | None:
-    if not isinstance(value, str) or not value.strip():
+    if value is not None and not isinstance(value, str):
+        report.drop("bad_field_type", where)
+        return None
+    if value is None or not value.strip():
         report.drop("empty_caption", where)
         return None
     return value.strip()
 
 
 def iter_folder(root: Path, report: ValidationReport) -> Iterator[PreferenceRow]:
-    meta = root / "metadata.jsonl"
-    if not meta.is_file():
+    if not (root / "metadata.jsonl").is_file():
         raise DataError(f"{root} has no metadata.jsonl (lines of {{\"file_name\": ..., \"caption\": ...}})")
-    with meta.open() as f:
-        for line_no, line in enumerate(f, 1):
-            if not line.strip():
+    for rec in iter_metadata(root, report):
+        winner = _decode(rec.winner, report, f"{rec.where} ({rec.name})")
+        if winner is None:
+            continue
+        loser = None
+        if rec.loser is not None:
+            loser = _decode(rec.loser, report, f"{rec.where} ({rec.loser.name})")
+            if loser is None:
                 continue
-            report.total += 1
-            where = f"{meta.name}:{line_no}"
-            try:
-                rec = json.loads(line)
-                name = rec["file_name"]
-            except (ValueError, KeyError, TypeError):
-                report.drop("bad_metadata_line", where)
-                continue
-            caption = _caption(rec.get("caption"), report, where)
-            if caption is None:
-                continue
-            winner = _decode(root / name, report, f"{where} ({name})")
-            if winner is None:
-                continue
-            loser = None
-            if rec.get("loser_file_name"):
-                loser = _decode(root / rec["loser_file_name"], report, f"{where} ({rec['loser_file_name']})")
-                if loser is None:
-                    continue
-            report.valid += 1
-            yield PreferenceRow(str(name), caption, winner, loser)
+        report.valid += 1
+        yield PreferenceRow(rec.name, rec.caption, winner, loser)
 
 
 def _parquet_files(path: Path) -> list[Path]:
@@ -124,6 +93,7 @@ def _parquet_files(path: Path) -> list[Path]:
 def iter_pickapic(path: Path, report: ValidationReport) -> Iterator[PreferenceRow]:
     import pyarrow.parquet as pq
 
+    seen: set[str] = set()  # row digests, across files
     for file in _parquet_files(path):
         try:
             pf = pq.ParquetFile(file)
@@ -138,14 +108,27 @@ def iter_pickapic(path: Path, report: ValidationReport) -> Iterator[PreferenceRo
             for i, rec in enumerate(batch.to_pylist()):
                 report.total += 1
                 where = f"{file.name} row {offset + i}"
-                row = _pickapic_row(rec, report, where)
+                row = _pickapic_row(rec, report, where, seen)
                 if row is not None:
                     report.valid += 1
                     yield row
             offset += batch.num_rows
 
 
-def _pickapic_row(rec: dict[str, object], report: ValidationReport, where: str) -> PreferenceRow | None:
+def _row_digest(rec: dict[str, object]) -> str:
+    h = hashlib.sha256()
+    for key in PICKAPIC_COLUMNS:
+        value = rec[key]
+        h.update(repr(type(value)).encode() + (value if isinstance(value, bytes) else repr(value).encode()) + b"\0")
+    return h.hexdigest()
+
+
+def _pickapic_row(rec: dict[str, object], report: ValidationReport, where: str, seen: set[str]) -> PreferenceRow | None:
+    digest = _row_digest(rec)
+    if digest in seen:
+        report.drop("duplicate", where)
+        return None
+    seen.add(digest)
     label = rec["label_0"]
     if label == 0.5:
         report.drop("tie", where)
@@ -160,7 +143,10 @@ def _pickapic_row(rec: dict[str, object], report: ValidationReport, where: str) 
     images = []
     for key in (win_key, lose_key):
         data = rec[key]
-        if not isinstance(data, bytes) or not data:
+        if data is not None and not isinstance(data, bytes):
+            report.drop("bad_field_type", f"{where} ({key})")
+            return None
+        if not data:
             report.drop("missing_image", f"{where} ({key})")
             return None
         img = _decode(data, report, f"{where} ({key})")
@@ -183,7 +169,8 @@ def detect_format(path: Path, fmt: str) -> str:
 def iter_rows(
     path: str | Path, fmt: str, report: ValidationReport, *, num_frames: int = 8, frame_stride: int = 1
 ) -> Iterator[PreferenceRow]:
-    """Valid rows of a local source, counting every bad one in `report`.
+    """Valid rows of a local source, counting every bad one in `report` (images over
+    `report.max_image_pixels` included).
 
     Video folders (`fmt="video"`, or detected by `auto`) yield `seppo_lib.data.video.VideoRow`
     clips of `num_frames` frames taken every `frame_stride` frames.

@@ -10,15 +10,16 @@ Each `metadata.jsonl` line is `{"file_name": ..., "caption": ...}` (optional
 
 A row's clip is `num_frames` frames taken every `frame_stride` frames from the start of the
 video, so a video needs at least `(num_frames - 1) * frame_stride + 1` frames. Bad rows are
-counted in the shared `ValidationReport` under `missing_video`, `corrupt_video`, `too_short`
-(plus the folder reasons `bad_metadata_line`, `empty_caption`).
+counted in the shared `ValidationReport` under `missing_video`, `corrupt_video`, `too_short`,
+`unsupported_video` (a file type no decoder here reads),
+`image_too_large` / `decompression_bomb` (a frame over `max_pixels`: GIF and frame files are
+checked from the header, other videos per decoded frame), plus the metadata reasons of
+`seppo_lib.data.rows` (`bad_encoding`, `bad_field_type`, `path_outside_source`, `duplicate`, ...).
 """
 
 from __future__ import annotations
 
 import importlib.util
-import json
-import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import islice
@@ -26,8 +27,11 @@ from pathlib import Path
 
 from PIL import Image, ImageSequence, UnidentifiedImageError
 
-from seppo_lib.data.sources import ValidationReport
+from seppo_lib.data.rows import (
+    DECODE_ERRORS, MAX_IMAGE_PIXELS, ValidationReport, check_pixels, drop_decode_error, iter_metadata, parse_line,
+)  # fmt: skip
 from seppo_lib.errors import DataError
+from seppo_lib.paths import UnsafePathError, safe_path
 
 GIF_SUFFIXES = (".gif",)
 FFMPEG_SUFFIXES = (".mp4", ".webm", ".mov", ".mkv", ".avi")
@@ -39,6 +43,10 @@ Clip = tuple[Image.Image, ...]
 
 class TooShortError(ValueError):
     """The video has fewer frames than the clip needs."""
+
+
+class UnsupportedVideoError(DataError):
+    """A row names a file of a type no decoder here reads (a counted `unsupported_video` row)."""
 
 
 @dataclass(frozen=True)
@@ -66,19 +74,20 @@ def _take(frames: Iterator[Image.Image], num_frames: int, frame_stride: int) -> 
     return tuple(picked)
 
 
-def _gif_frames(path: Path) -> Iterator[Image.Image]:
+def _gif_frames(path: Path, max_pixels: int) -> Iterator[Image.Image]:
     with Image.open(path) as img:
         if img.format != "GIF":
             raise UnidentifiedImageError(f"{path.name} is not a GIF")
+        check_pixels(img, max_pixels)
         for frame in ImageSequence.Iterator(img):
             frame.load()
             yield frame.convert("RGB")
 
 
-def _folder_frames(path: Path) -> Iterator[Image.Image]:
+def _folder_frames(path: Path, max_pixels: int) -> Iterator[Image.Image]:
     for file in sorted(p for p in path.iterdir() if p.suffix.lower() in FRAME_SUFFIXES):
         with Image.open(file) as img:
-            img.load()
+            check_pixels(img, max_pixels).load()
             yield img.convert("RGB")
 
 
@@ -91,7 +100,7 @@ def video_backend() -> str | None:
     return None
 
 
-def _ffmpeg_frames(path: Path) -> Iterator[Image.Image]:
+def _ffmpeg_frames(path: Path, max_pixels: int) -> Iterator[Image.Image]:
     plugin = video_backend()
     if plugin is None:
         raise DataError(
@@ -101,83 +110,61 @@ def _ffmpeg_frames(path: Path) -> Iterator[Image.Image]:
     import imageio.v3 as iio
 
     for array in iio.imiter(path, plugin=plugin):
-        yield Image.fromarray(array).convert("RGB")
+        yield check_pixels(Image.fromarray(array), max_pixels).convert("RGB")
 
 
-def read_clip(path: str | Path, num_frames: int, frame_stride: int = 1) -> Clip:
+def read_clip(path: str | Path, num_frames: int, frame_stride: int = 1, max_pixels: int = MAX_IMAGE_PIXELS) -> Clip:
     """`num_frames` RGB frames of a video file or frame folder, every `frame_stride`-th from the start.
 
-    Raises FileNotFoundError (missing), TooShortError (too few frames), DataError (no decoder
-    for the format) or another OSError/ValueError (corrupt).
+    Raises FileNotFoundError (missing), TooShortError (too few frames), ImageTooLargeError (a
+    frame over `max_pixels`), DataError (no decoder for the format) or another OSError/ValueError (corrupt).
     """
     path = Path(path)
     if path.is_dir():
-        return _take(_folder_frames(path), num_frames, frame_stride)
+        return _take(_folder_frames(path, max_pixels), num_frames, frame_stride)
     if not path.is_file():
         raise FileNotFoundError(path)
     suffix = path.suffix.lower()
     if suffix in GIF_SUFFIXES:
-        return _take(_gif_frames(path), num_frames, frame_stride)
+        return _take(_gif_frames(path, max_pixels), num_frames, frame_stride)
     if suffix in FFMPEG_SUFFIXES:
-        return _take(_ffmpeg_frames(path), num_frames, frame_stride)
-    raise DataError(f"{path.name}: unsupported video type {suffix!r}; use {', '.join(VIDEO_SUFFIXES)} or a folder of frames")
+        return _take(_ffmpeg_frames(path, max_pixels), num_frames, frame_stride)
+    raise UnsupportedVideoError(f"{path.name}: unsupported video type {suffix!r}; use {', '.join(VIDEO_SUFFIXES)} or a folder of frames")
 
 
 def _decode(path: Path, num_frames: int, frame_stride: int, report: ValidationReport, where: str) -> Clip | None:
     try:
-        return read_clip(path, num_frames, frame_stride)
+        return read_clip(path, num_frames, frame_stride, report.max_image_pixels)
     except FileNotFoundError:
         report.drop("missing_video", where)
     except TooShortError:
         report.drop("too_short", where)
+    except UnsupportedVideoError:
+        report.drop("unsupported_video", where)
     except DataError:
         raise
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError, RuntimeError, IndexError, struct.error):
-        report.drop("corrupt_video", where)  # decoders raise any of these on damaged files
+    except (Image.DecompressionBombError, UnidentifiedImageError, *DECODE_ERRORS) as err:
+        drop_decode_error(err, report, where, "corrupt_video")  # decoders raise any of these on damaged files
     return None
-
-
-def _record(line: str, report: ValidationReport, where: str) -> tuple[str, str, str | None] | None:
-    try:
-        rec = json.loads(line)
-        name = str(rec["file_name"])
-    except (ValueError, KeyError, TypeError):
-        report.drop("bad_metadata_line", where)
-        return None
-    caption = rec.get("caption")
-    if not isinstance(caption, str) or not caption.strip():
-        report.drop("empty_caption", where)
-        return None
-    return name, caption.strip(), rec.get("loser_file_name") or None
 
 
 def iter_video_folder(root: str | Path, report: ValidationReport, num_frames: int, frame_stride: int = 1) -> Iterator[VideoRow]:
     """Valid clip rows of a video folder, counting every bad one in `report`."""
     root = Path(root)
-    meta = root / "metadata.jsonl"
-    if not meta.is_file():
+    if not (root / "metadata.jsonl").is_file():
         raise DataError(f"{root} has no metadata.jsonl (lines of {{\"file_name\": <video or frame folder>, \"caption\": ...}})")
     frames_needed(num_frames, frame_stride)
-    with meta.open() as f:
-        for line_no, line in enumerate(f, 1):
-            if not line.strip():
+    for rec in iter_metadata(root, report):
+        winner = _decode(rec.winner, num_frames, frame_stride, report, f"{rec.where} ({rec.name})")
+        if winner is None:
+            continue
+        loser = None
+        if rec.loser is not None:
+            loser = _decode(rec.loser, num_frames, frame_stride, report, f"{rec.where} ({rec.loser.name})")
+            if loser is None:
                 continue
-            report.total += 1
-            where = f"{meta.name}:{line_no}"
-            rec = _record(line, report, where)
-            if rec is None:
-                continue
-            name, caption, loser_name = rec
-            winner = _decode(root / name, num_frames, frame_stride, report, f"{where} ({name})")
-            if winner is None:
-                continue
-            loser = None
-            if loser_name:
-                loser = _decode(root / loser_name, num_frames, frame_stride, report, f"{where} ({loser_name})")
-                if loser is None:
-                    continue
-            report.valid += 1
-            yield VideoRow(name, caption, winner, loser)
+        report.valid += 1
+        yield VideoRow(rec.name, rec.caption, winner, loser)
 
 
 def looks_like_video(root: Path) -> bool:
@@ -185,11 +172,14 @@ def looks_like_video(root: Path) -> bool:
     meta = root / "metadata.jsonl"
     if not meta.is_file():
         return False
-    with meta.open() as f:
-        for line in f:
-            try:
-                name = str(json.loads(line)["file_name"])
-            except (ValueError, KeyError, TypeError):
+    with meta.open("rb") as f:
+        for raw in f:
+            rec = parse_line(raw)
+            if isinstance(rec, str):
                 continue
-            return Path(name).suffix.lower() in VIDEO_SUFFIXES or (root / name).is_dir()
+            name = str(rec["file_name"])
+            try:
+                return Path(name).suffix.lower() in VIDEO_SUFFIXES or safe_path(root, name).is_dir()
+            except UnsafePathError:
+                continue
     return False

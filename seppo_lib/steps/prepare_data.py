@@ -9,9 +9,11 @@ from typing import Any
 
 from seppo_lib.config import SeppoConfig
 from seppo_lib.data.prepare import dir_md5, write_dataset
-from seppo_lib.data.sources import ValidationReport, iter_rows
+from seppo_lib.data.rows import MAX_IMAGE_PIXELS, ValidationReport
+from seppo_lib.data.sources import iter_rows
 from seppo_lib.errors import DataError
 from seppo_lib.models import load_model, resolve_model_dir
+from seppo_lib.storage.base import local_io
 from seppo_lib.steps.common import device, open_bank, run_dir
 from seppo_lib.tracking.steps import step_tracking
 
@@ -39,17 +41,33 @@ def materialize_source(cfg: SeppoConfig, scratch: Path) -> tuple[Path, dict[str,
     elif source == "builtin:world-video":
         path = _world_video(cfg, scratch)
     elif source.startswith("s3://"):
-        from seppo_lib.storage import open_store
-
         path = scratch / "source"
         shutil.rmtree(path, ignore_errors=True)
-        open_store(source, cfg.storage).get_dir("", path)
+        _download_s3_source(cfg, path)
     else:
         path = Path(source.removeprefix("file://"))
     if not path.exists():
         raise DataError(f"data source {source} does not exist (set data.source to a folder, parquet file, s3:// URI, builtin:world or builtin:world-video)")
     md5 = dir_md5(path, exclude=()) if path.is_dir() else _file_md5(path)
     return path, {"source": source, "dvc_repo": None, "dvc_rev": None, "source_md5": md5}
+
+
+def _download_s3_source(cfg: SeppoConfig, path: Path) -> None:
+    """Every key under the `data.source` prefix into `path`; keys that would land outside it are skipped."""
+    from seppo_lib.paths import key_problem, safe_path
+    from seppo_lib.storage import open_store
+
+    store = open_store(cfg.data.source, cfg.storage)
+    path.mkdir(parents=True, exist_ok=True)
+    skipped = []
+    for key in store.list(""):
+        if key_problem(key) is None:
+            store.get_file(key, safe_path(path, key))
+        else:
+            skipped.append(key)
+    if skipped:
+        logger.warning("skipped %d key(s) of %s that are not plain relative keys inside the prefix (e.g. %r); "
+                       "rows naming them count as missing", len(skipped), cfg.data.source, skipped[0])  # fmt: skip
 
 
 def _world_video(cfg: SeppoConfig, scratch: Path) -> Path:
@@ -90,21 +108,23 @@ def _prepare(cfg: SeppoConfig, output_dir: str | Path) -> dict[str, Any]:
     scratch = run_dir(cfg) / "source"
     path, provenance = materialize_source(cfg, scratch)
     model = load_model(cfg.model.pretrained, cfg.bank.cache_dir).to(device())
-    report = ValidationReport()
+    report = ValidationReport(max_image_pixels=getattr(cfg.data, "max_image_pixels", MAX_IMAGE_PIXELS))
     rows = iter_rows(path, cfg.data.format, report, num_frames=cfg.data.num_frames, frame_stride=cfg.data.frame_stride)
-    meta = write_dataset(
-        rows,
-        report,
-        model,
-        output_dir,
-        resolution=cfg.data.resolution,
-        max_tokens=cfg.data.max_caption_tokens,
-        shard_size=cfg.data.shard_size,
-        max_rows=cfg.data.max_rows,
-        paired=cfg.train.method == "dpo",
-        extra_meta={**provenance, "config_hash": cfg.config_hash(), "model": cfg.model.pretrained},
-    )
+    with local_io(output_dir, "write the prepared dataset to"):
+        meta = write_dataset(
+            rows,
+            report,
+            model,
+            output_dir,
+            resolution=cfg.data.resolution,
+            max_tokens=cfg.data.max_caption_tokens,
+            shard_size=cfg.data.shard_size,
+            max_rows=cfg.data.max_rows,
+            paired=cfg.train.method == "dpo",
+            extra_meta={**provenance, "config_hash": cfg.config_hash(), "model": cfg.model.pretrained},
+        )
     bank = open_bank(cfg, require_initial=False)
     bank.ensure_initial(resolve_model_dir(cfg.model.pretrained, cfg.bank.cache_dir))
     meta["bank_uri"] = bank.uri
     return meta
+

@@ -8,12 +8,51 @@ which backend is in use.
 from __future__ import annotations
 
 import abc
+import errno
 import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+from seppo_lib.errors import SeppoError
 
-class StorageError(RuntimeError):
+
+class StorageError(SeppoError):
     """A storage operation failed; the message names the URI and what to do."""
+
+
+class LocalIOError(StorageError):
+    """A local file could not be written or read: disk full, no permission, read-only filesystem."""
+
+
+_LOCAL_CAUSES = {
+    errno.ENOSPC: "no space left on device; free space there or point the output elsewhere",
+    errno.EDQUOT: "disk quota exceeded; free space there or point the output elsewhere",
+    errno.EACCES: "permission denied; fix the permissions or point the output elsewhere",
+    errno.EPERM: "operation not permitted; fix the permissions or point the output elsewhere",
+    errno.EROFS: "read-only file system; point the output at a writable location",
+}
+
+
+def describe_os_error(err: OSError, path: str | Path | None = None, action: str = "write") -> str | None:
+    """One line naming the path and cause of `err`; None when it is neither a disk/permission error nor names a path."""
+    where = err.filename or path
+    cause = _LOCAL_CAUSES.get(err.errno or 0)
+    if where is None and cause is None:
+        return None
+    name = errno.errorcode.get(err.errno or 0, "no errno")
+    return f"cannot {action} {where or '(path not reported)'}: {cause or err.strerror or err} ({name})"
+
+
+@contextmanager
+def local_io(path: str | Path, action: str = "write") -> Iterator[None]:
+    """Disk-full and permission errors inside the block become one `LocalIOError` line naming `path`."""
+    try:
+        yield
+    except OSError as err:
+        if err.errno not in _LOCAL_CAUSES:
+            raise
+        raise LocalIOError(describe_os_error(err, path, action)) from err
 
 
 class ConflictError(StorageError):

@@ -6,6 +6,9 @@
 - Every object carries its sha256 as user metadata (`x-amz-meta-sha256`); uploads are checked
   (size + sha256 read back with HEAD) and downloads are verified against it. With
   `checksum=True` the server also verifies a SHA256 checksum of every request / part.
+- Every request (with its retries) is bounded by `storage.s3_time_budget_s` (default 120 s): see
+  `seppo_lib.storage.s3_retry`; each retry logs a line, a request out of budget is one StorageError
+  line naming the endpoint.
 - `write_if` uses conditional PUT (`If-None-Match: *` / `If-Match: <etag>`); a server that
   answers "not implemented" switches the store to a `<key>.lease` object protocol (docs/storage.md).
 """
@@ -37,7 +40,9 @@ from botocore.exceptions import (
 )
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
-from seppo_lib.storage.base import ConflictError, StorageError, Store, sha256_file
+from seppo_lib.paths import check_key
+from seppo_lib.storage.base import ConflictError, StorageError, Store, local_io, sha256_file
+from seppo_lib.storage.s3_retry import DEFAULT_TIME_BUDGET_S, BudgetSpentError, RetryBudget, attempt_timeouts
 
 if TYPE_CHECKING:
     from seppo_lib.config import StorageConfig
@@ -91,6 +96,7 @@ class S3Store(Store):
         checksum: bool = True,
         conditional_writes: bool | None = None,
         lease_ttl: float = 60.0,
+        time_budget: float | None = None,
     ) -> None:
         self.bucket, self.prefix = bucket, prefix.strip("/")
         self.uri = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
@@ -100,8 +106,15 @@ class S3Store(Store):
         self._transfer = TransferConfig(
             multipart_threshold=multipart_threshold, multipart_chunksize=multipart_chunksize
         )
-        self._client = _make_client(settings, connect_timeout, read_timeout)
+        from seppo_lib import config as seppo_config
+
+        settings = settings or seppo_config.StorageConfig()
+        budget = time_budget if time_budget is not None else getattr(settings, "s3_time_budget_s", DEFAULT_TIME_BUDGET_S)
+        self.time_budget = float(budget)
+        self._client = _make_client(settings, *attempt_timeouts(self.time_budget, connect_timeout, read_timeout))
         self.endpoint: str = self._client.meta.endpoint_url
+        max_attempts = settings.s3_max_attempts + 1  # s3_max_attempts counts retries, as botocore did
+        RetryBudget(self.time_budget, max_attempts, self.endpoint).register(self._client)
 
     @classmethod
     def from_uri(cls, uri: str, settings: StorageConfig | None = None, **options: Any) -> S3Store:
@@ -111,8 +124,7 @@ class S3Store(Store):
 
     # ---- keys and errors --------------------------------------------------------------
     def _key(self, key: str) -> str:
-        if key.startswith("/") or ".." in key.split("/"):
-            raise ValueError(f"key {key!r} escapes the store root {self.uri}")
+        check_key(key, self.uri)
         return f"{self.prefix}/{key}" if self.prefix else key
 
     @contextmanager
@@ -132,6 +144,11 @@ class S3Store(Store):
             return StorageError(
                 f"no S3 credentials to {action} {uri}: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY "
                 "(or AWS_PROFILE, or run with an instance / pod role)"
+            )
+        if isinstance(exc, BudgetSpentError):
+            return StorageError(
+                f"S3 endpoint {endpoint} gave no usable answer to {action} {uri}: {exc} "
+                "(storage.s3_time_budget_s); check the server is up and answering, or raise the budget"
             )
         if isinstance(exc, (BotoConnectionError, HTTPClientError)):
             return StorageError(
@@ -196,7 +213,7 @@ class S3Store(Store):
         local.parent.mkdir(parents=True, exist_ok=True)
         tmp = local.with_name(f".{local.name}.{uuid.uuid4().hex[:8]}.part")
         try:
-            with self._errors(key, "download"):
+            with local_io(local, "download to"), self._errors(key, "download"):
                 head = self._client.head_object(Bucket=self.bucket, Key=self._key(key))
                 self._client.download_file(self.bucket, self._key(key), str(tmp), Config=self._transfer)
             self._verify(key, head, tmp.stat().st_size, sha256_file(tmp), "download")
@@ -340,17 +357,14 @@ class S3Store(Store):
             self.delete(lease_key)
 
 
-def _make_client(settings: StorageConfig | None, connect_timeout: float, read_timeout: float) -> Any:
-    from seppo_lib import config as seppo_config
-
-    settings = settings or seppo_config.StorageConfig()
+def _make_client(settings: StorageConfig, connect_timeout: float, read_timeout: float) -> Any:
     endpoint = settings.s3_endpoint_url or next((os.environ[n] for n in ENDPOINT_ENV if os.environ.get(n)), None)
     style = settings.s3_addressing_style
     if style == "auto" and endpoint:
         style = "path"  # MinIO and other self-hosted servers: no per-bucket DNS names
     boto_config = Config(
         region_name=settings.s3_region,
-        retries={"mode": "adaptive", "max_attempts": settings.s3_max_attempts},
+        retries={"mode": "adaptive", "total_max_attempts": 1},  # retries: RetryBudget (s3_retry.py)
         connect_timeout=connect_timeout,
         read_timeout=read_timeout,
         s3={"addressing_style": style},
