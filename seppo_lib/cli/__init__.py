@@ -10,7 +10,7 @@ import sys
 from seppo_lib import __version__
 
 # Modules under seppo_lib/cli/ that expose add_commands(subparsers).
-AREAS = ["train", "config", "registry", "evaluate", "pipeline", "bank", "world", "bench"]
+AREAS = ["train", "config", "registry", "export", "evaluate", "pipeline", "bank", "world", "bench"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,13 +37,29 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Run the command; a user error (any `SeppoError`, a disk-full / permission error, an OSError
+    naming a file) is one `seppo: error:` line and exit status 2. Programming errors propagate."""
     from seppo_lib.errors import user_errors
+    from seppo_lib.storage.base import describe_os_error
 
     try:
         return int(args.func(args) or 0)
     except user_errors() as err:
-        print(f"seppo: error: {err}", file=sys.stderr)
-        return 2
+        return _fail(str(err))
+    except OSError as err:
+        line = describe_os_error(err, action="use")
+        if line is None:
+            raise
+        return _fail(line)
+
+
+def _fail(message: str) -> int:
+    print("seppo: error: " + " ".join(message.split()), file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

@@ -1,8 +1,10 @@
 """Step register: log the evaluation, register the candidate checkpoint, gate the champion alias.
 
-The candidate `bank:<ckpt_id>` is exported as a full model folder (its UNet on the base
-model's frozen parts) and registered as a new version of `registry.model_name` (default
-`seppo-<config name>`) from this step's MLflow run. Version tags carry the lineage (config
+The candidate `bank:<ckpt_id>` is exported as a diffusers pipeline folder (its UNet on the base
+model's frozen parts, `seppo_lib.export`), wrapped as an MLflow pyfunc model (artifact
+`pipeline` = that folder, signature and input example; `seppo_lib.pyfunc_model`) and registered
+as a new version of `registry.model_name` (default `seppo-<config name>`) from this step's MLflow
+run, so `mlflow.pyfunc.load_model("models:/<name>@champion")` generates images. Version tags carry the lineage (config
 hash, bank URI and run id, `seppo.checkpoint` = the bank checkpoint id, which `seppo bank gc`
 protects), every scorer's candidate mean (`seppo.metric.<scorer>`; for video also the set-level
 `fvd` / `fid` of metrics.json's "set_metrics") and the gate decision.
@@ -19,14 +21,16 @@ from __future__ import annotations
 import json
 import logging
 import math
+import shutil
 from pathlib import Path
 from typing import Any
 
 from seppo_lib.bank_admin import CHECKPOINT_TAG
 from seppo_lib.config import SeppoConfig
 from seppo_lib.export import resolve_model_uri
+from seppo_lib.pyfunc_model import save_pyfunc_model
 from seppo_lib.registry import CHAMPION, RegistryError, list_versions, register_checkpoint
-from seppo_lib.steps.common import open_bank
+from seppo_lib.steps.common import open_bank, run_dir
 from seppo_lib.tracking.steps import step_tracking
 
 logger = logging.getLogger(__name__)
@@ -141,7 +145,10 @@ def run(cfg: SeppoConfig, candidate: str, eval_dir: str | Path) -> dict[str, Any
     uri = resolve_tracking_uri(cfg)
     ensure_reachable(uri)
     name = model_name(cfg)
-    folder = resolve_model_uri(cfg, candidate)
+    mlflow_model = run_dir(cfg) / "mlflow-models" / ckpt_id
+    shutil.rmtree(mlflow_model, ignore_errors=True)
+    mlflow_model.parent.mkdir(parents=True, exist_ok=True)
+    folder = save_pyfunc_model(resolve_model_uri(cfg, candidate), mlflow_model)
     champion_score = _rescored_champion(cfg, doc, name, uri, eval_dir / METRICS_FILE)
     tags = version_tags(cfg, ckpt_id, doc)
     with step_tracking(cfg, "register", {CHECKPOINT_TAG: ckpt_id}) as tracked:

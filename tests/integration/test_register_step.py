@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import mlflow
+import pandas as pd
 import pytest
 import torch
 from mlflow import MlflowClient
@@ -16,6 +20,7 @@ from PIL import Image
 from seppo_lib.config import SeppoConfig
 from seppo_lib.evaluation.report import build_metrics
 from seppo_lib.orchestrate import run_rounds
+from seppo_lib.pyfunc_model import pipeline_dir
 from seppo_lib.registry import RegistryError, download, list_versions
 from seppo_lib.steps import register
 from seppo_lib.steps.common import open_bank
@@ -103,9 +108,11 @@ def test_better_run_is_champion_worse_stays_challenger(runs: dict[str, Any], tmp
     assert client.get_run(step_run.data.tags["mlflow.parentRunId"]).info.status == "FINISHED"
 
     dest = download(f"models:/{model}@champion", tmp_path / "champion-dl", tracking_uri=runs["db"])
-    assert (dest / WEIGHTS).read_bytes() == _bank_weights(cfg_a, runs["a"])
-    assert (dest / WEIGHTS).read_bytes() != _bank_weights(cfg_b, runs["b"])
-    assert (dest / "scheduler").is_dir() and (dest / "lineage.json").is_file()  # a complete, loadable folder
+    pipe = pipeline_dir(dest)  # an MLflow model around the diffusers folder
+    assert (pipe / WEIGHTS).read_bytes() == _bank_weights(cfg_a, runs["a"])
+    assert (pipe / WEIGHTS).read_bytes() != _bank_weights(cfg_b, runs["b"])
+    assert (dest / "MLmodel").is_file() and (pipe / "model_index.json").is_file() and (pipe / "lineage.json").is_file()
+    assert not any(p.is_symlink() for p in dest.rglob("*"))  # the linked local export was copied, not linked
 
 
 def test_min_margin_blocks_a_small_gain(runs: dict[str, Any], tmp_path: Path) -> None:
@@ -160,4 +167,16 @@ def test_register_against_a_tracking_server(runs: dict[str, Any], mlflow_server:
     assert version.tags["seppo.checkpoint"] == runs["a"] and version.run_id == result["mlflow_run_id"]
     assert _aliases(client, model) == {"champion": "1", "challenger": "1"}
     dest = download(f"models:/{model}@champion", tmp_path / "dl", tracking_uri=mlflow_server.url)
-    assert (dest / WEIGHTS).read_bytes() == _bank_weights(cfg, runs["a"])
+    assert (pipeline_dir(dest) / WEIGHTS).read_bytes() == _bank_weights(cfg, runs["a"])
+    before = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    mlflow.set_tracking_uri(mlflow_server.url)
+    mlflow.set_registry_uri(mlflow_server.url)
+    try:
+        pyfunc = mlflow.pyfunc.load_model(f"models:/{model}@champion")
+    finally:
+        mlflow.set_tracking_uri(before[0])
+        mlflow.set_registry_uri(before[1])
+    out = pyfunc.predict(pd.DataFrame({"prompt": ["a red circle", "a blue square"], "seed": [0, 1]}), params={"num_inference_steps": 2})
+    images = [Image.open(io.BytesIO(base64.b64decode(b64))) for b64 in out["image"]]
+    assert [(i.format, i.size) for i in images] == [("PNG", (8, 8))] * 2  # the tiny model's sample size
+    assert list(out["seed"]) == [0, 1] and images[0].tobytes() != images[1].tobytes()

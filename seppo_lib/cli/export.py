@@ -1,0 +1,34 @@
+"""`seppo export MODEL_URI OUT_DIR`: write a model as a diffusers pipeline folder."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from seppo_lib.cli.train import add_config_args, config_from
+
+
+def _export(args: argparse.Namespace) -> int:
+    from seppo_lib.export import export_uri
+
+    out = export_uri(config_from(args), args.model, args.out_dir)
+    pipeline = json.loads((out / "model_index.json").read_text())["_class_name"]
+    trust = ", trust_remote_code=True" if isinstance(pipeline, list) else ""
+    print(f"{args.model} -> {out} ({pipeline[1] if trust else pipeline}); "
+          f"load: DiffusionPipeline.from_pretrained({str(out)!r}{trust})")  # fmt: skip
+    return 0
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser(
+        "export", help="write a model as a diffusers pipeline folder (model_index.json + components)",
+        description="Export MODEL_URI as a folder that diffusers' DiffusionPipeline.from_pretrained loads: "
+        "StableDiffusionPipeline / AnimateDiffPipeline for VAE models, seppo's WorldPipeline "
+        "(trust_remote_code=True) for pixel-space models. The config gives the bank (bank:), the "
+        "tracking URI (models:/) and data.max_caption_tokens.",
+    )  # fmt: skip
+    p.add_argument("model", metavar="MODEL_URI",
+                   help="bank:<ckpt id>, models:/NAME@ALIAS or models:/NAME/VERSION, a model folder, s3://..., builtin:world-base")  # fmt: skip
+    p.add_argument("out_dir", metavar="OUT_DIR", help="destination folder (must not exist or be empty)")
+    add_config_args(p)
+    p.set_defaults(func=_export)
