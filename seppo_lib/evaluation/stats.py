@@ -1,8 +1,8 @@
 """Confidence intervals for evaluation: percentile bootstrap over prompts, paired win rates, t-intervals.
 
 Prompts are the resampling unit: with several images per prompt, average them per prompt first.
-Seed-level aggregates (one number per training seed) use the Student-t interval; its quantile is
-computed here from the regularized incomplete beta function, so scipy is not needed.
+Seed-level aggregates (one number per training seed) use the Student-t interval. The
+bootstrap is `scipy.stats.bootstrap` (percentile method), the t distribution `scipy.stats.t`.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import stats
 
 #: Upper bound on random indices drawn at once (memory: 8 bytes each).
 _BOOT_CHUNK = 4_000_000
@@ -47,19 +48,20 @@ def bootstrap_mean_ci(
     """(mean, lo, hi): the sample mean and its (1 - alpha) percentile-bootstrap interval.
 
     `n_boot` resamples of len(values) drawn with replacement; lo/hi are the alpha/2 and
-    1 - alpha/2 quantiles of the resampled means. Same inputs and seed give the same interval.
+    1 - alpha/2 quantiles of the resampled means. Same inputs and seed give the same interval;
+    a single value is its own (degenerate) interval.
     """
     x = _as_values(values)
     _check_alpha(alpha)
     if n_boot < 1:
         raise ValueError(f"n_boot must be >= 1, got {n_boot}")
-    rng = np.random.default_rng(seed)
-    means = np.empty(n_boot)
-    rows = max(1, _BOOT_CHUNK // x.size)
-    for start in range(0, n_boot, rows):
-        count = min(rows, n_boot - start)
-        means[start : start + count] = x[rng.integers(0, x.size, size=(count, x.size))].mean(axis=1)
-    lo, hi = np.quantile(means, [alpha / 2, 1 - alpha / 2])
+    if x.size == 1:
+        return float(x[0]), float(x[0]), float(x[0])
+    result = stats.bootstrap(
+        (x,), np.mean, n_resamples=n_boot, batch=max(1, _BOOT_CHUNK // x.size), vectorized=True,
+        confidence_level=1 - alpha, method="percentile", rng=np.random.default_rng(seed),
+    )  # fmt: skip
+    lo, hi = result.confidence_interval
     return float(x.mean()), float(lo), float(hi)
 
 
@@ -98,57 +100,15 @@ def mean_ci_t(values: Sequence[float] | np.ndarray, alpha: float = 0.05) -> tupl
 # ---- Student t distribution --------------------------------------------------------------
 
 
-def _beta_continued_fraction(a: float, b: float, x: float) -> float:
-    """Continued fraction of the incomplete beta function (modified Lentz)."""
-    tiny, eps = 1e-300, 1e-15
-    c, d = 1.0, 1.0 - (a + b) * x / (a + 1.0)
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    result = d
-    for m in range(1, 1000):
-        for numerator in (
-            m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
-            -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1)),
-        ):
-            d = 1.0 + numerator * d
-            d = 1.0 / (d if abs(d) > tiny else tiny)
-            c = 1.0 + numerator / c
-            c = c if abs(c) > tiny else tiny
-            result *= c * d
-        if abs(c * d - 1.0) < eps:
-            break
-    return result
-
-
-def regularized_beta(a: float, b: float, x: float) -> float:
-    """I_x(a, b), the regularized incomplete beta function, for a, b > 0 and 0 <= x <= 1."""
-    if x <= 0.0:
-        return 0.0
-    if x >= 1.0:
-        return 1.0
-    log_front = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
-    if x < (a + 1.0) / (a + b + 2.0):
-        return math.exp(log_front) * _beta_continued_fraction(a, b, x) / a
-    return 1.0 - math.exp(log_front) * _beta_continued_fraction(b, a, 1.0 - x) / b
-
-
 def t_cdf(t: float, df: float) -> float:
     """P(T <= t) for Student's t with `df` degrees of freedom."""
-    tail = 0.5 * regularized_beta(df / 2.0, 0.5, df / (df + t * t))
-    return 1.0 - tail if t >= 0 else tail
+    return float(stats.t.cdf(t, df))
 
 
 def t_quantile(p: float, df: float) -> float:
-    """The t with P(T <= t) = p (bisection on t_cdf; |error| < 1e-10)."""
+    """The t with P(T <= t) = p."""
     if not 0.0 < p < 1.0:
         raise ValueError(f"p must be in (0, 1), got {p}")
     if df <= 0:
         raise ValueError(f"df must be > 0, got {df}")
-    if p < 0.5:
-        return -t_quantile(1.0 - p, df)
-    lo, hi = 0.0, 1.0
-    while t_cdf(hi, df) < p:
-        lo, hi = hi, hi * 2.0
-    while hi - lo > 1e-10 * max(1.0, hi):
-        mid = 0.5 * (lo + hi)
-        lo, hi = (mid, hi) if t_cdf(mid, df) < p else (lo, mid)
-    return 0.5 * (lo + hi)
+    return float(stats.t.ppf(p, df))
