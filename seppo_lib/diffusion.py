@@ -6,6 +6,8 @@ Noise schedules always come from the diffusers scheduler (`add_noise`,
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -20,12 +22,38 @@ class NoiseDraw:
     noise: Tensor  # like the latents
 
 
-def draw_noise(latents: Tensor, num_train_timesteps: int, generator: torch.Generator) -> NoiseDraw:
-    """t ~ U{0..T-1} and eps ~ N(0, I), one per sample, from an explicit generator."""
-    b = latents.shape[0]
-    t = torch.randint(0, num_train_timesteps, (b,), generator=generator, device=generator.device)
-    eps = torch.randn(latents.shape, generator=generator, device=generator.device, dtype=latents.dtype)
-    return NoiseDraw(timesteps=t.to(latents.device), noise=eps.to(latents.device))
+def slot_seed(run_seed: int, round_idx: int, slot: int) -> int:
+    """A 63-bit seed for training slot `slot` of round `round_idx`.
+
+    The slot is the global sample index within the round (update u trains slots
+    [u·B_eff, (u+1)·B_eff)), so a sample's draws depend on (run seed, round, update, global
+    index) and never on which process or micro-batch trains it.
+    """
+    digest = hashlib.sha256(f"seppo-train:{run_seed}:{round_idx}:{slot}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+@dataclass(frozen=True)
+class SlotDraws:
+    """The random choices of a batch of training samples, one generator per sample."""
+
+    drop: Tensor  # (B,) bool: caption replaced by the unconditional embedding
+    flip: Tensor  # (B,) bool: horizontal flip of winner and partner
+    noise: NoiseDraw
+
+
+def slot_draws(
+    seeds: Sequence[int], latent_shape: tuple[int, ...], num_train_timesteps: int, caption_dropout: float, flip_prob: float
+) -> SlotDraws:
+    """Per-sample dropout, flip, t ~ U{0..T-1} and eps ~ N(0, I), each sample from its own seed (on CPU)."""
+    drop, flip, t, eps = [], [], [], []
+    for seed in seeds:
+        g = torch.Generator().manual_seed(seed)
+        drop.append(torch.rand((), generator=g) < caption_dropout)
+        flip.append(torch.rand((), generator=g) < flip_prob)
+        t.append(torch.randint(0, num_train_timesteps, (), generator=g))
+        eps.append(torch.randn(latent_shape, generator=g))
+    return SlotDraws(drop=torch.stack(drop), flip=torch.stack(flip), noise=NoiseDraw(torch.stack(t), torch.stack(eps)))
 
 
 def training_target(scheduler, x0: Tensor, noise: Tensor, timesteps: Tensor) -> Tensor:  # type: ignore[no-untyped-def]

@@ -7,6 +7,7 @@ reference samples from the bank (spin = latest reference, no anchor criterion).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import tempfile
 from collections import OrderedDict
@@ -20,9 +21,9 @@ from tqdm.auto import tqdm
 from seppo_lib.bank import BankEntry, CheckpointBank, checkpoint_id
 from seppo_lib.config import ConfigError, SeppoConfig
 from seppo_lib.data.shards import LatentDataset
-from seppo_lib.errors import CheckpointError, DataError
+from seppo_lib.diffusion import slot_draws, slot_seed
+from seppo_lib.errors import CheckpointError, DataError, TrainingError
 from seppo_lib.models import load_unet
-from seppo_lib.reference import round_rng
 from seppo_lib.tracking import NullLogger, RunLogger
 from seppo_lib.training.references import ReferenceSet, RoundPlan, plan_round
 from seppo_lib.training.state import load_training_state, save_training_state
@@ -165,26 +166,19 @@ def _run_updates(
     progress: dict[str, int],
 ) -> list[dict[str, float]]:
     t = cfg.train
-    gen = torch.Generator().manual_seed(int(round_rng(t.seed, plan.round_idx, stream=2).integers(2**62)))
-    uncond = dataset.uncond
-    num_train_timesteps = int(plan.noise_scheduler.config.num_train_timesteps)
     history = []
     bar = tqdm(range(t.updates_per_round), desc=f"round {plan.round_idx} ({t.method})", unit="update", disable=None)
     for u in bar:
+        where = f"round {plan.round_idx} update {u + 1}"
         ref_id = plan.ref_ids[u] if plan.ref_ids else None
         ref_unet = ref.use(ref_id) if ref and ref_id else None
-        totals = UpdateMetrics.zeros()
-        for micro in range(t.grad_accum):
-            start = ((u * t.grad_accum + micro) * t.num_processes + accelerator.process_index) * t.batch_size
-            slots = np.arange(start, start + t.batch_size)
-            inputs = _step_inputs(cfg, dataset, plan, references, slots, uncond, gen, num_train_timesteps)
-            loss, m = compute_loss(cfg, plan.noise_scheduler, unet, ref_unet, inputs, accelerator.device)
-            accelerator.backward(loss / t.grad_accum)
-            totals = totals + m.scaled(1.0 / t.grad_accum)
+        totals = _accumulate(cfg, accelerator, unet, ref_unet, dataset, plan, references, u)
         grad_norm = accelerator.clip_grad_norm_(unet.parameters(), t.max_grad_norm)
+        _ensure_finite(accelerator, where, loss=torch.tensor(totals.loss).isfinite(), grad_norm=torch.as_tensor(grad_norm).isfinite())
         optimizer.step()
         lr_scheduler.step()
         optimizer.zero_grad(set_to_none=True)
+        _ensure_finite(accelerator, where, weight=torch.stack([p.detach().isfinite().all() for p in unet.parameters()]).all())
         progress["global_step"] += 1
         row = totals.as_dict(cfg.train.method)
         row.update(grad_norm=float(grad_norm), lr=float(lr_scheduler.get_last_lr()[0]), round=float(plan.round_idx))
@@ -196,15 +190,53 @@ def _run_updates(
     return history
 
 
+def _accumulate(
+    cfg: SeppoConfig,
+    accelerator,  # type: ignore[no-untyped-def]
+    unet: torch.nn.Module,
+    ref_unet: torch.nn.Module | None,
+    dataset: LatentDataset,
+    plan: RoundPlan,
+    references: ReferenceSet | None,
+    update: int,
+) -> UpdateMetrics:
+    """Gradients of one update summed over its micro-batches (all-reduced once, on the last one).
+
+    Policy and reference forwards both run under the accelerator's autocast, so they compute
+    in the same precision (at the first update the policy is the reference: every Δ is 0).
+    """
+    t = cfg.train
+    totals = UpdateMetrics.zeros()
+    for micro in range(t.grad_accum):
+        start = ((update * t.grad_accum + micro) * t.num_processes + accelerator.process_index) * t.batch_size
+        slots = np.arange(start, start + t.batch_size)
+        inputs = _step_inputs(cfg, dataset, plan, references, slots)
+        sync = contextlib.nullcontext() if micro == t.grad_accum - 1 else accelerator.no_sync(unet)
+        with sync:
+            with accelerator.autocast():
+                loss, m = compute_loss(cfg, plan.noise_scheduler, unet, ref_unet, inputs, accelerator.device)
+            accelerator.backward(loss / t.grad_accum)
+        totals = totals + m.scaled(1.0 / t.grad_accum)
+    return totals
+
+
+def _ensure_finite(accelerator, where: str, **finite: torch.Tensor) -> None:  # type: ignore[no-untyped-def]
+    """Raise TrainingError (in every process alike) if any named flag is False in any process."""
+    bad = torch.stack([~flag.to(accelerator.device) for flag in finite.values()]).float()
+    bad = accelerator.reduce(bad, reduction="sum")
+    names = [name for name, count in zip(finite, bad.tolist(), strict=True) if count > 0]
+    if names:
+        raise TrainingError(
+            f"{where}: non-finite {names[0]}; training stopped and nothing was committed (lower train.lr or train.beta, check the data)"
+        )
+
+
 def _step_inputs(
     cfg: SeppoConfig,
     dataset: LatentDataset,
     plan: RoundPlan,
     references: ReferenceSet | None,
     slots: np.ndarray,
-    uncond: torch.Tensor,
-    gen: torch.Generator,
-    num_train_timesteps: int,
 ) -> StepInputs:
     batch = dataset.get(plan.rows[slots])
     x_w = batch.latents_w
@@ -213,16 +245,15 @@ def _step_inputs(
         partner = batch.latents_l
     elif plan.needs_samples and references is not None:
         partner = references.latents_for(slots)
-    drop = torch.rand(len(slots), generator=gen) < cfg.data.caption_dropout
-    cond = torch.where(drop[:, None, None], uncond.expand_as(batch.text_emb), batch.text_emb)
-    if cfg.data.random_flip:
-        flip = torch.rand(len(slots), generator=gen) < 0.5
-        x_w = torch.where(_bcast(flip, x_w), x_w.flip(-1), x_w)
-        if partner is not None:
-            partner = torch.where(_bcast(flip, partner), partner.flip(-1), partner)
-    timesteps = torch.randint(0, num_train_timesteps, (len(slots),), generator=gen)
-    noise = torch.randn(x_w.shape, generator=gen)
-    return StepInputs(x_w=x_w, x_p=partner, cond=cond, timesteps=timesteps, noise=noise)
+    seeds = [slot_seed(cfg.train.seed, plan.round_idx, int(j)) for j in slots]
+    flip_prob = 0.5 if cfg.data.random_flip else 0.0
+    num_train_timesteps = int(plan.noise_scheduler.config.num_train_timesteps)
+    draws = slot_draws(seeds, tuple(x_w.shape[1:]), num_train_timesteps, cfg.data.caption_dropout, flip_prob)
+    cond = torch.where(draws.drop[:, None, None], dataset.uncond.expand_as(batch.text_emb), batch.text_emb)
+    x_w = torch.where(_bcast(draws.flip, x_w), x_w.flip(-1), x_w)
+    if partner is not None:
+        partner = torch.where(_bcast(draws.flip, partner), partner.flip(-1), partner)
+    return StepInputs(x_w=x_w, x_p=partner, cond=cond, timesteps=draws.noise.timesteps, noise=draws.noise.noise)
 
 
 def _bcast(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

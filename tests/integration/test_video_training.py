@@ -5,6 +5,7 @@ Same losses, sampler, trainer, bank and steps as images; latents are (B, C, F, H
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -173,3 +174,10 @@ def test_animatediff_folder_joins_its_motion_adapter(tmp_path: Path) -> None:
     merged = model.unet.state_dict()
     assert torch.equal(merged["conv_in.weight"], spatial["conv_in.weight"])
     assert any("motion_modules" in k for k in merged)
+    # AnimateDiff's training schedule: linear betas 0.00085 -> 0.012, not SD1.5's scaled_linear
+    assert model.noise_scheduler.config.beta_schedule == "linear"
+    assert float(model.noise_scheduler.betas[0]) == pytest.approx(0.00085) and float(model.noise_scheduler.betas[-1]) == pytest.approx(0.012)
+    shipped = {**dict(model.noise_scheduler.config), "beta_schedule": "linear", "beta_end": 0.02}
+    (folder / "motion_adapter" / "scheduler_config.json").write_text(json.dumps(shipped))
+    other = load_model(str(folder), tmp_path / "other-cache", with_text=False)
+    assert float(other.noise_scheduler.betas[-1]) == pytest.approx(0.02)  # the adapter's own config wins

@@ -6,7 +6,7 @@ import pytest
 import torch
 from diffusers import DDPMScheduler
 
-from seppo_lib.diffusion import NoiseDraw, draw_noise, make_pair_batch, per_sample_mse, training_target
+from seppo_lib.diffusion import NoiseDraw, make_pair_batch, per_sample_mse, slot_draws, slot_seed, training_target
 
 
 def _sched(kind: str) -> DDPMScheduler:
@@ -16,7 +16,7 @@ def _sched(kind: str) -> DDPMScheduler:
 def test_pair_shares_t_and_eps() -> None:
     sched = _sched("epsilon")
     x_w, x_p = torch.randn(3, 4, 8, 8), torch.randn(3, 4, 8, 8)
-    draw = draw_noise(x_w, 1000, torch.Generator().manual_seed(0))
+    draw = slot_draws([1, 2, 3], (4, 8, 8), 1000, 0.0, 0.0).noise
     batch = make_pair_batch(sched, x_w, x_p, torch.randn(3, 5, 16), draw)
     assert torch.equal(batch.timesteps[:3], batch.timesteps[3:])
     assert torch.equal(batch.target[:3], batch.target[3:])  # eps target: same noise
@@ -45,8 +45,14 @@ def test_per_sample_mse_4d_and_5d() -> None:
         assert per_sample_mse(pred, target).tolist() == [1.0, 2.0]
 
 
-def test_draw_is_seeded() -> None:
-    x = torch.zeros(4, 3, 2, 2)
-    a = draw_noise(x, 1000, torch.Generator().manual_seed(5))
-    b = draw_noise(x, 1000, torch.Generator().manual_seed(5))
-    assert isinstance(a, NoiseDraw) and torch.equal(a.noise, b.noise) and torch.equal(a.timesteps, b.timesteps)
+def test_slot_draws_depend_on_the_slot_only() -> None:
+    """A sample's (drop, flip, t, eps) come from its own seed: the same whatever batch it is in."""
+    seeds = [slot_seed(0, 1, j) for j in range(6)]
+    whole = slot_draws(seeds, (3, 2, 2), 1000, 0.5, 0.5)
+    halves = [slot_draws(seeds[:2], (3, 2, 2), 1000, 0.5, 0.5), slot_draws(seeds[2:], (3, 2, 2), 1000, 0.5, 0.5)]
+    assert isinstance(whole.noise, NoiseDraw)
+    assert torch.equal(whole.noise.noise, torch.cat([h.noise.noise for h in halves]))
+    assert torch.equal(whole.noise.timesteps, torch.cat([h.noise.timesteps for h in halves]))
+    assert torch.equal(whole.drop, torch.cat([h.drop for h in halves])) and torch.equal(whole.flip, torch.cat([h.flip for h in halves]))
+    assert len({slot_seed(0, 1, 0), slot_seed(0, 2, 0), slot_seed(1, 1, 0), slot_seed(0, 1, 1)}) == 4
+    assert not torch.equal(whole.noise.noise[0], whole.noise.noise[1])
