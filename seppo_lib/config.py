@@ -3,36 +3,86 @@
 `SeppoConfig` is frozen and forbids unknown keys; every field documents its paper
 symbol (see ALGORITHM.md), range and unit. Validators raise with the allowed values,
 they never rewrite a value. Presets live in `pipelines/configs/*.yaml`; CLI overrides
-are `a.b=value` strings parsed as YAML scalars.
+are `a.b=value` strings parsed as YAML (see `config_loading`). Floats must be finite and
+every number has an upper bound the code can hold; names that become path components
+(`name`, `bank.run_id`, `registry.model_name`) match `SAFE_NAME`; URIs must not carry
+credentials (they come from the environment, so they never reach a compiled pipeline).
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
+import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+from urllib.parse import parse_qsl, urlsplit
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+from seppo_lib.config_loading import one_line, parse_override, read_yaml_file
+from seppo_lib.errors import ConfigError
 
 Method = Literal["sft", "dpo", "spin", "seppo"]
 Criterion = Literal["sign", "indicator", "sft_mse", "none"]
 ReferenceStrategy = Literal["uniform", "latest", "initial"]
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "pipelines" / "configs"
+SAFE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+MAX_SEED = 2**32 - 1  # numpy and torch generators both take it
+_SECRET_QUERY = re.compile(r"pass|secret|token|signature|credential|api[_-]?key|access[_-]?key", re.IGNORECASE)
+_CREDENTIAL_ENV = {
+    "http": "MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN)",
+    "s3": "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY",
+    "git": "a git credential helper or GIT_ASKPASS",
+}
 
 
-class ConfigError(ValueError):
-    """A configuration problem, with a one-line message that says how to fix it."""
+def _credentials_in(value: str) -> str | None:
+    """What credential a URI carries (password, token user, secret query), or None."""
+    if "://" not in value:
+        return None
+    try:
+        parts = urlsplit(value)
+        password, user = parts.password, parts.username
+    except ValueError:
+        return None  # not a URL the code could use either; the reader reports it
+    if password is not None:
+        return "a password (user:password@)"
+    if user and parts.scheme in ("http", "https"):
+        return "a user name or token (name@)"
+    if any(_SECRET_QUERY.search(k) for k, _ in parse_qsl(parts.query)):
+        return "a secret query parameter"
+    return None
+
+
+def _check_uri(value: str | None, kind: str) -> str | None:
+    found = _credentials_in(value) if value else None
+    if found:
+        raise PydanticCustomError(
+            "credentials_in_uri", f"URI contains {found}; remove it and set {_CREDENTIAL_ENV[kind]} in the environment"
+        )
+    return value
+
+
+def _no_credentials(kind: str) -> AfterValidator:
+    return AfterValidator(lambda value: _check_uri(value, kind))
+
+
+TrackingURI = Annotated[str | None, _no_credentials("http")]
+S3URI = Annotated[str | None, _no_credentials("s3")]
+GitURI = Annotated[str | None, _no_credentials("git")]
+Location = Annotated[str, _no_credentials("s3")]
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 class DataConfig(_Section):
-    source: str = Field(
+    source: Location = Field(
         "builtin:world",
         description="Winner-only training data: a folder with metadata.jsonl (file_name, caption), "
         "a Pick-a-Pic style parquet file or folder of parquet files, an s3:// URI of either, or "
@@ -42,7 +92,7 @@ class DataConfig(_Section):
         "auto", description="Source layout; 'auto' picks 'pickapic' for parquet, 'video' for a folder whose metadata.jsonl "
         "names video files (.gif/.mp4/.webm) or frame folders, else 'folder'."
     )
-    dvc_repo: str | None = Field(
+    dvc_repo: GitURI = Field(
         None, description="Git repo (path or URL) whose DVC-tracked `source` path is read; None reads `source` directly."
     )
     dvc_rev: str | None = Field(None, description="Git revision of `dvc_repo` to read the data at (tag, branch, SHA).")
@@ -57,13 +107,13 @@ class DataConfig(_Section):
     caption_dropout: float = Field(
         0.2, ge=0.0, lt=1.0, description="Fraction of training captions replaced by '' (keeps CFG working); never when sampling."
     )
-    max_rows: int | None = Field(None, ge=1, description="Keep at most this many valid rows (in source order); None keeps all.")
-    shard_size: int = Field(1024, ge=1, description="Rows per precomputed latent shard written by prepare_data.")
+    max_rows: int | None = Field(None, ge=1, le=10**9, description="Keep at most this many valid rows (in source order); None keeps all.")
+    shard_size: int = Field(1024, ge=1, le=10**6, description="Rows per precomputed latent shard written by prepare_data.")
     max_caption_tokens: int = Field(77, ge=4, le=512, description="Tokenizer max length (text embeddings are padded to it).")
 
 
 class ModelConfig(_Section):
-    pretrained: str = Field(
+    pretrained: Location = Field(
         "builtin:world-base",
         description="Base model θ_0: a diffusers-format folder (unet/, scheduler/, text_encoder/, tokenizer/, optional vae/), "
         "an s3:// URI of one, 'builtin:world-base' (shipped weights) or 'builtin:tiny-random' (random test model).",
@@ -76,31 +126,36 @@ class ModelConfig(_Section):
 class TrainConfig(_Section):
     method: Method = Field("seppo", description="sft | dpo (Diffusion-DPO, paired data) | spin (SPIN-Diffusion) | seppo.")
     beta: float = Field(
-        2000.0, gt=0, description="β: literal coefficient on the mean-MSE difference (official DPO beta_dpo=5000 is β=2500)."
+        2000.0, gt=0, le=1e6,
+        description="β: literal coefficient on the mean-MSE difference. Diffusion-DPO's script multiplies by 0.5, so its "
+        "beta_dpo equals 2·β: beta_dpo=5000 is β=2500, and the SePPO paper's β=2000 (beta_dpo convention) is β=1000.",
     )
     criterion: Criterion = Field(
         "sign", description="Anchor criterion when the reference fits the winner better: sign (s=-1), indicator (s=0), "
         "sft_mse (MSE on the winner), none (always s=+1)."
     )
     n_rounds: int = Field(3, ge=1, le=1000, description="K: number of rounds; the bank holds θ_0..θ_K at the end.")
-    updates_per_round: int = Field(30, ge=1, description="U: optimizer updates per round (paper: 30).")
-    batch_size: int = Field(4, ge=1, description="Pairs per micro-batch per process.")
-    grad_accum: int = Field(1, ge=1, description="Micro-batches accumulated per update; effective batch = batch_size·grad_accum·num_processes.")
+    updates_per_round: int = Field(30, ge=1, le=10**6, description="U: optimizer updates per round (paper: 30).")
+    batch_size: int = Field(4, ge=1, le=65536, description="Pairs per micro-batch per process.")
+    grad_accum: int = Field(1, ge=1, le=65536, description="Micro-batches accumulated per update; effective batch = batch_size·grad_accum·num_processes.")
     num_processes: int = Field(1, ge=1, le=4096, description="Data-parallel training processes (GPUs); must match the accelerate launch.")
     lr: float = Field(1e-4, gt=0, le=1.0, description="Peak learning rate of AdamW (constant after warmup).")
-    warmup_steps: int = Field(0, ge=0, description="Linear LR warmup, in optimizer updates (counted over the whole run).")
+    warmup_steps: int = Field(0, ge=0, le=10**9, description="Linear LR warmup, in optimizer updates (counted over the whole run).")
     adam_beta1: float = Field(0.9, ge=0, lt=1, description="AdamW β1 (first-moment decay), [0, 1).")
     adam_beta2: float = Field(0.999, ge=0, lt=1, description="AdamW β2 (second-moment decay), [0, 1).")
-    weight_decay: float = Field(1e-2, ge=0, description="AdamW decoupled weight decay.")
-    max_grad_norm: float = Field(1.0, gt=0, description="Gradient-norm clip threshold.")
+    weight_decay: float = Field(1e-2, ge=0, le=10, description="AdamW decoupled weight decay.")
+    max_grad_norm: float = Field(1.0, gt=0, le=1e6, description="Gradient-norm clip threshold.")
     mixed_precision: Literal["no", "bf16", "fp16"] = Field("no", description="Autocast precision; master weights stay fp32.")
-    seed: int = Field(0, ge=0, description="Run seed: data order, noise, timesteps, reference draws and sample seeds derive from it.")
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="Run seed: data order, noise, timesteps, reference draws and sample seeds derive from it.")
     gradient_checkpointing: bool = Field(False, description="Recompute UNet activations in backward (less memory, ~30% slower).")
 
 
 class BankConfig(_Section):
-    uri: str = Field("seppo-runs/bank", description="Checkpoint bank root: local path or s3://bucket/prefix.")
-    run_id: str = Field("auto", description="Bank run id; 'auto' = '<name>-<config hash[:10]>' so reruns resume.")
+    uri: Location = Field("seppo-runs/bank", description="Checkpoint bank root: local path or s3://bucket/prefix.")
+    run_id: str = Field(
+        "auto", pattern=SAFE_NAME,
+        description="Bank run id (a folder name: letters, digits, '_', '.', '-'); 'auto' = '<name>-<config hash[:10]>' so reruns resume.",
+    )
     reference: ReferenceStrategy | None = Field(
         None, description="Reference choice from θ_0..θ_{k-1}: uniform (SePPO), latest (SPIN), initial (DITTO). "
         "None = the method's own (seppo: uniform, spin: latest, dpo: initial)."
@@ -114,22 +169,22 @@ class BankConfig(_Section):
 class SamplingConfig(_Section):
     scheduler: Literal["ddim", "ddpm", "euler", "dpmsolver"] = Field("ddim", description="Sampler for reference samples.")
     num_inference_steps: int = Field(20, ge=1, le=1000, description="Sampler steps.")
-    guidance_scale: float = Field(7.5, ge=0, description="Classifier-free guidance w (1 = no guidance).")
+    guidance_scale: float = Field(7.5, ge=0, le=100, description="Classifier-free guidance w (1 = no guidance).")
     eta: float = Field(0.0, ge=0, le=1, description="DDIM η (0 = deterministic).")
-    batch_size: int = Field(16, ge=1, description="Samples per sampler forward batch.")
+    batch_size: int = Field(16, ge=1, le=65536, description="Samples per sampler forward batch.")
     n_shards: int = Field(1, ge=1, le=1024, description="Workers the round's reference samples are split over.")
     decode_roundtrip: bool = Field(False, description="Decode reference latents with the VAE and re-encode (paper: off).")
 
 
 class EvalConfig(_Section):
-    prompts: str = Field(
+    prompts: Location = Field(
         "builtin:world-test",
         description="Prompt set: a file (txt/jsonl/parquet/tsv/json, local or s3://), builtin:world-test / "
         "builtin:world-train (image world) or builtin:world-video-test / builtin:world-video-train (video world).",
     )
-    max_prompts: int | None = Field(64, ge=1, description="Use at most this many prompts (None = all).")
-    images_per_prompt: int = Field(1, ge=1, description="Samples (images, or clips for video) per prompt.")
-    seed: int = Field(1234, ge=0, description="Base seed of evaluation samples (same for candidate and champion).")
+    max_prompts: int | None = Field(64, ge=1, le=10**6, description="Use at most this many prompts (None = all).")
+    images_per_prompt: int = Field(1, ge=1, le=10**4, description="Samples (images, or clips for video) per prompt.")
+    seed: int = Field(1234, ge=0, le=MAX_SEED, description="Base seed of evaluation samples (same for candidate and champion).")
     scorers: list[str] = Field(
         ["world"],
         description="Scorers. Image models: world, pickscore, clip, aesthetic, hpsv2, imagereward. Video models: "
@@ -143,30 +198,43 @@ class EvalConfig(_Section):
     gate_metric: str = Field(
         "world", description="Metric whose mean decides promotion (fvd / fid: the set-level value, with registry.gate_direction=lower)."
     )
-    bootstrap: int = Field(1000, ge=100, description="Bootstrap resamples for win-rate confidence intervals.")
+    bootstrap: int = Field(1000, ge=100, le=10**6, description="Bootstrap resamples for win-rate confidence intervals.")
+
+
+    @field_validator("scorer_paths")
+    @classmethod
+    def _paths_have_no_credentials(cls, paths: dict[str, str]) -> dict[str, str]:
+        for value in paths.values():
+            _check_uri(value, "s3")
+        return paths
 
 
 class StorageConfig(_Section):
-    s3_endpoint_url: str | None = Field(None, description="S3 endpoint (MinIO: http://minio:9000); None = AWS. Env AWS_ENDPOINT_URL also works.")
+    s3_endpoint_url: S3URI = Field(None, description="S3 endpoint (MinIO: http://minio:9000); None = AWS. Env AWS_ENDPOINT_URL also works.")
     s3_region: str | None = Field(None, description="S3 region; None = from the environment.")
     s3_addressing_style: Literal["auto", "path", "virtual"] = Field("auto", description="S3 addressing (MinIO: path).")
     s3_max_attempts: int = Field(8, ge=1, le=50, description="botocore retry attempts (adaptive mode).")
 
 
 class TrackingConfig(_Section):
-    mlflow_uri: str | None = Field(None, description="MLflow tracking URI; None = sqlite:///<workdir>/mlflow.db.")
+    mlflow_uri: TrackingURI = Field(
+        None, description="MLflow tracking URI, without credentials (MLFLOW_TRACKING_USERNAME/PASSWORD/TOKEN from the "
+        "environment); None = sqlite:///<workdir>/mlflow.db."
+    )
     experiment: str = Field("seppo", description="MLflow experiment name.")
     enabled: bool = Field(True, description="Log to MLflow at all.")
 
 
 class RegistryConfig(_Section):
-    model_name: str | None = Field(None, description="Registered model name; None = 'seppo-<config name>'.")
+    model_name: str | None = Field(
+        None, pattern=SAFE_NAME, description="Registered model name (letters, digits, '_', '.', '-'); None = 'seppo-<config name>'."
+    )
     gate_direction: Literal["higher", "lower"] = Field("higher", description="Which direction of gate_metric is better.")
-    min_margin: float = Field(0.0, ge=0, description="Candidate must beat the champion by at least this (metric units).")
+    min_margin: float = Field(0.0, ge=0, le=1e6, description="Candidate must beat the champion by at least this (metric units).")
 
 
 class SeppoConfig(_Section):
-    name: str = Field("seppo", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", description="Config name (run and model names).")
+    name: str = Field("seppo", pattern=SAFE_NAME, description="Config name (run and model names).")
     workdir: str = Field("seppo-runs", description="Local working directory for data, reports and the default MLflow db.")
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
@@ -232,12 +300,17 @@ def _format_error(err: ValidationError, origin: str) -> str:
     msg = first["msg"]
     if first["type"] == "extra_forbidden":
         msg = "unknown key (check spelling; see `seppo config --help` for the fields)"
+    elif first["type"] == "credentials_in_uri":
+        pass  # never echo the secret
+    elif first["type"] == "string_pattern_mismatch":
+        rule = "must be 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit (it names folders)"
+        msg = f"{rule}, got {one_line(repr(first['input']), 80)}"
     elif first["type"] == "literal_error":
         msg = f"{msg}, got {first.get('input')!r}"
     elif "input" in first and not isinstance(first["input"], dict):
-        msg = f"{msg}, got {first['input']!r}"
+        msg = f"{msg}, got {one_line(repr(first['input']), 120)}"
     more = f" (+{len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
-    return f"invalid config ({origin}): {loc}: {msg}{more}"
+    return one_line(f"invalid config ({origin}): {loc}: {msg}{more}", 600)
 
 
 def _validate(data: dict[str, Any], origin: str) -> SeppoConfig:
@@ -247,25 +320,15 @@ def _validate(data: dict[str, Any], origin: str) -> SeppoConfig:
         raise ConfigError(_format_error(err, origin)) from None
 
 
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """`a.b=value` -> (['a', 'b'], value parsed as a YAML scalar)."""
-    if "=" not in text:
-        raise ConfigError(f"override {text!r} must look like section.key=value")
-    key, raw = text.split("=", 1)
-    if not key or any(not p for p in key.split(".")):
-        raise ConfigError(f"override {text!r} has an empty key part")
-    return key.split("."), yaml.safe_load(raw) if raw != "" else ""
-
-
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    out = json.loads(json.dumps(data))
+    out = copy.deepcopy(data)
     for text in overrides:
         path, value = parse_override(text)
         node = out
         for part in path[:-1]:
             nxt = node.setdefault(part, {})
             if not isinstance(nxt, dict):
-                raise ConfigError(f"override {text!r}: {part} is not a section")
+                raise ConfigError(f"override {one_line(repr(text), 120)}: {part} is not a section")
             node = nxt
         node[path[-1]] = value
     return out
@@ -273,13 +336,16 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 
 def resolve_preset(name_or_path: str) -> Path:
     path = Path(name_or_path)
-    if path.is_file():
-        return path
-    preset = PRESET_DIR / f"{name_or_path}.yaml"
-    if preset.is_file():
-        return preset
+    try:
+        if path.is_file():
+            return path
+        preset = PRESET_DIR / f"{name_or_path}.yaml"
+        if preset.is_file():
+            return preset
+    except (OSError, ValueError):  # a NUL byte or an over-long name
+        pass
     known = ", ".join(sorted(p.stem for p in PRESET_DIR.glob("*.yaml")))
-    raise ConfigError(f"config {name_or_path!r} is neither a file nor a preset (presets: {known})")
+    raise ConfigError(f"config {one_line(repr(name_or_path), 120)} is neither a file nor a preset (presets: {known})")
 
 
 def load_config(name_or_path: str | None = None, overrides: list[str] | None = None) -> SeppoConfig:
@@ -289,11 +355,5 @@ def load_config(name_or_path: str | None = None, overrides: list[str] | None = N
     if name_or_path:
         path = resolve_preset(name_or_path)
         origin = str(path)
-        try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML: {str(err).splitlines()[0]}") from None
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: top level must be a mapping of sections")
-        data = loaded
+        data = read_yaml_file(path)
     return _validate(apply_overrides(data, overrides or []), origin)

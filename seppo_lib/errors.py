@@ -19,8 +19,15 @@ class ModelError(SeppoError):
     """A model folder cannot be loaded or is not supported."""
 
 
+class ConfigError(SeppoError, ValueError):
+    """A configuration problem, with a one-line message that says how to fix it."""
+
+
+class TrainingError(SeppoError):
+    """Training diverged (a non-finite loss, gradient norm or weight); the round commits nothing."""
+
+
 def user_errors() -> tuple[type[BaseException], ...]:
-    from seppo_lib.config import ConfigError
     from seppo_lib.storage.base import StorageError
 
     return (SeppoError, ConfigError, StorageError, FileNotFoundError)

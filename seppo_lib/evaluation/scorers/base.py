@@ -95,8 +95,8 @@ def resolve_location(
 def _download(scorer: str, uri: str, cache_dir: Path, storage: StorageConfig | None) -> Path:
     """Copy an S3 file or folder into `cache_dir` (atomically, once per URI) and return the copy."""
     parent, _, leaf = uri.rstrip("/").rpartition("/")
-    if not leaf or parent in ("s3:", "s3:/"):
-        raise ScorerError(f"{config_key(scorer)}={uri!r} names a bucket, not a file or folder inside one")
+    if not leaf or leaf in (".", "..") or parent in ("s3:", "s3:/"):
+        raise ScorerError(f"{config_key(scorer)}={uri!r} names a bucket (or ends in '.' or '..'), not a file or folder inside one")
     dest = cache_dir / hashlib.sha256(uri.encode()).hexdigest()[:16] / leaf
     if dest.exists():
         return dest

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from seppo_lib.evaluation.scorers.base import ScorerError, batches, check_pairs, config_key
+from seppo_lib.models import require_safetensors
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -65,8 +66,9 @@ def load_clip(scorer: str, directory: Path, device: str) -> tuple[Any, Any]:
         raise ScorerError(f"the {scorer} scorer needs a CLIP model folder but {directory} is not a folder; fix {config_key(scorer)}")
     proc_dir = directory / "processor" if (directory / "processor").is_dir() else directory
     try:
-        model = CLIPModel.from_pretrained(directory)
-    except (OSError, ValueError, KeyError, RuntimeError) as err:
+        require_safetensors(directory, "CLIP model")
+        model = CLIPModel.from_pretrained(directory, use_safetensors=True)
+    except (OSError, ValueError, KeyError, RuntimeError) as err:  # ModelError is a RuntimeError
         raise ScorerError(
             f"the {scorer} scorer cannot load a transformers CLIPModel from {directory} ({_first_line(err)}); "
             f"fix {config_key(scorer)}"
