@@ -91,9 +91,14 @@ class CheckpointBank:
             f"checkpoint {shown(ckpt_id)} is not committed in bank {self.uri} (have: {[e.id for e in entries]})"
         )
 
-    def entry_for_round(self, round_idx: int) -> BankEntry | None:
-        """The checkpoint made by round `round_idx` (0 = θ_0), if committed."""
-        return next((e for e in self.entries() if e.round == round_idx), None)
+    def entry_for_round(self, round_idx: int, include_removed: bool = False) -> BankEntry | None:
+        """The checkpoint made by round `round_idx` (0 = θ_0), if committed.
+
+        `include_removed`: also an entry whose files gc removed (the round is done, its weights
+        are gone): a rerun must skip that round, not retrain it and collide with the entry.
+        """
+        entries = self._read_manifest()[0] if include_removed else self.entries()
+        return next((e for e in entries if e.round == round_idx), None)
 
     def fetch(self, ckpt_id: str) -> Path:
         """A verified local copy of a committed checkpoint (cached; downloaded once)."""

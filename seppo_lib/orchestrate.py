@@ -55,7 +55,7 @@ def run_rounds(
     summary = RunSummary(cfg.run_id, data_dir, open_bank(cfg).uri)
     for k in range(first, last + 1):
         refs: list[str | Path] = []
-        if cfg.train.method in ("spin", "seppo") and open_bank(cfg).entry_for_round(k) is None:
+        if cfg.train.method in ("spin", "seppo") and open_bank(cfg).entry_for_round(k, include_removed=True) is None:
             for shard in range(cfg.sampling.n_shards):
                 out = round_dir(cfg, k) / f"refs-{shard:03d}"
                 sample_reference.run(cfg, data_dir, k, out, shard, cfg.sampling.n_shards)

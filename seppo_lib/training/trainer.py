@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from seppo_lib.bank import BankEntry, CheckpointBank, checkpoint_id
 from seppo_lib.config import ConfigError, SeppoConfig
@@ -24,6 +23,7 @@ from seppo_lib.data.shards import LatentDataset
 from seppo_lib.diffusion import slot_draws, slot_seed
 from seppo_lib.errors import CheckpointError, DataError, TrainingError
 from seppo_lib.models import load_unet
+from seppo_lib.progress import Progress
 from seppo_lib.tracking import NullLogger, RunLogger
 from seppo_lib.training.references import ReferenceSet, RoundPlan, plan_round
 from seppo_lib.training.state import load_training_state, save_training_state
@@ -102,9 +102,10 @@ def train_round(
     """Run round `round_idx` (1-based) and commit θ_round; idempotent if already committed."""
     from accelerate import Accelerator
 
-    done = bank.entry_for_round(round_idx)
+    done = bank.entry_for_round(round_idx, include_removed=True)
     if done is not None:
-        logger.info("round %d already committed as %s; nothing to do", round_idx, done.id)
+        gone = " (its files were removed by gc)" if done.removed else ""
+        logger.info("round %d already committed as %s%s; nothing to do", round_idx, done.id, gone)
         return RoundResult(done, skipped=True, metrics=[])
     parent = bank.entry_for_round(round_idx - 1)
     if parent is None:
@@ -167,7 +168,8 @@ def _run_updates(
 ) -> list[dict[str, float]]:
     t = cfg.train
     history = []
-    bar = tqdm(range(t.updates_per_round), desc=f"round {plan.round_idx} ({t.method})", unit="update", disable=None)
+    bar = Progress(range(t.updates_per_round), desc=f"round {plan.round_idx} ({t.method})", unit="update",
+                   disable=not accelerator.is_main_process)  # fmt: skip
     for u in bar:
         where = f"round {plan.round_idx} update {u + 1}"
         ref_id = plan.ref_ids[u] if plan.ref_ids else None

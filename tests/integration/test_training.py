@@ -133,3 +133,19 @@ def test_step_resampling_follows_the_seeded_schedule(tmp_path: Path, data_dir: P
         expected = reference_schedule(ids[:k], "uniform", "step", 6, cfg.train.seed, k)
         assert [ids[i] for i in logged[(k - 1) * 6 : k * 6]] == expected
     assert len(set(logged[12:])) > 1  # round 3 mixes references
+
+
+def test_rerun_after_gc_skips_the_removed_rounds(tmp_path: Path, data_dir: Path) -> None:
+    """gc --keep-last 1 marks rounds 1-2 removed; a rerun of the same run skips them (no retrain,
+    no 'already committed' collision) and keeps the final checkpoint."""
+    from seppo_lib.bank_admin import gc
+
+    cfg = tiny_config(tmp_path, data_dir, *FAST)
+    run_rounds(cfg, InMemoryLogger())
+    bank = open_bank(cfg)
+    final = bank.entry_for_round(3)
+    gc(cfg.bank.uri, bank.run_id, keep_last=1)
+    assert bank.entry_for_round(1) is None and bank.entry_for_round(1, include_removed=True) is not None
+    again = run_rounds(cfg, InMemoryLogger())
+    assert [r["skipped"] for r in again.rounds] == [True, True, True]
+    assert bank.entry_for_round(3) == final
