@@ -33,13 +33,15 @@ def evaluate(
     champion, champion_ref = None, None
     with tempfile.TemporaryDirectory() as scratch:
         if cfg.tracking.enabled:  # the current champion's folder, when the registry has one
+            from seppo_lib.pyfunc_model import model_folder
             from seppo_lib.registry import RegistryError, download
             from seppo_lib.steps.register import model_name
             from seppo_lib.tracking.mlflow_logger import resolve_tracking_uri
 
             champion_ref = f"models:/{model_name(cfg)}@champion"
             try:
-                champion = str(download(champion_ref, os.path.join(scratch, "champion"), tracking_uri=resolve_tracking_uri(cfg)))
+                fetched = download(champion_ref, os.path.join(scratch, "champion"), tracking_uri=resolve_tracking_uri(cfg))
+                champion = str(model_folder(fetched))
             except RegistryError:
                 champion, champion_ref = None, None  # nothing registered yet: the base model
         result = step.run(cfg, f"bank:{pointer['checkpoint']}", report.path, champion=champion)

@@ -117,3 +117,10 @@ def pipeline_dir(model_dir: str | Path) -> Path:
     model_dir = Path(model_dir)
     flavor = Model.load(str(model_dir / "MLmodel")).flavors.get("python_function", {})
     return model_dir / flavor["artifacts"][PIPELINE_ARTIFACT]["path"]
+
+
+def model_folder(downloaded: str | Path) -> Path:
+    """The diffusers folder of a downloaded registry version: inside the MLflow model when it is one
+    (versions registered as pyfunc models), else the download itself (older plain-file versions)."""
+    downloaded = Path(downloaded)
+    return pipeline_dir(downloaded) if (downloaded / "MLmodel").is_file() else downloaded
