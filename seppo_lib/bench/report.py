@@ -22,21 +22,39 @@ def _stat(values: list[float]) -> dict[str, Any]:
     return {"mean": mean, "lo": lo, "hi": hi, "n": len(values), "values": values}
 
 
-def _curve(runs: list[dict[str, Any]], base_first: dict[str, float] | None, key: str) -> dict[str, Any]:
-    """Per-round mean (and t-interval) across seeds of a per-round quantity; round 0 is the base model."""
+def _round_accuracy(rounds: list[dict[str, Any]]) -> tuple[list[float], str]:
+    """One round's held-out accuracy per seed with the table's estimate (all samples, "test") when
+    every seed has it, else the first sample per prompt ("test_first"); and which one it is."""
+    if all("test" in r for r in rounds):
+        return [r["test"]["all"] for r in rounds], "all"
+    return [r["test_first"]["all"] for r in rounds], "first"
+
+
+def _curve(runs: list[dict[str, Any]], base: dict[str, Any] | None, key: str) -> dict[str, Any]:
+    """Per-round mean (and t-interval) across seeds of a per-round quantity; round 0 is the base model.
+
+    For key "accuracy" the "estimate" list says per round whether the value is the table's
+    (all samples per prompt: round 0 and the final round) or first-sample-only.
+    """
     n_rounds = max(len(r["rounds"]) for r in runs)
     out: dict[str, Any] = {"round": [], "mean": [], "lo": [], "hi": []}
-    if key == "test_first" and base_first is not None:
-        out["round"].append(0)
-        for name in ("mean", "lo", "hi"):
-            out[name].append(base_first["all"])
+    if key == "accuracy":
+        out["estimate"] = []
+        if base is not None:
+            value, estimate = _round_accuracy([base])
+            out["round"].append(0)
+            out["estimate"].append(estimate)
+            for name in ("mean", "lo", "hi"):
+                out[name].append(value[0])
     for k in range(n_rounds):
-        if key == "test_first":
-            values = [r["rounds"][k]["test_first"]["all"] for r in runs if len(r["rounds"]) > k]
+        present = [r["rounds"][k] for r in runs if len(r["rounds"]) > k]
+        if key == "accuracy":
+            values, estimate = _round_accuracy(present)
+            out["estimate"].append(estimate)
         else:
-            values = [r["rounds"][k]["train_metrics"][key] for r in runs if key in r["rounds"][k]["train_metrics"]]
-        if not values:
-            continue
+            values = [rd["train_metrics"][key] for rd in present if key in rd["train_metrics"]]
+            if not values:
+                continue
         s = _stat(values)
         out["round"].append(k + 1)
         for name in ("mean", "lo", "hi"):
@@ -70,7 +88,7 @@ def aggregate(base: dict[str, Any], runs: list[dict[str, Any]], methods: list[st
                 key: _stat([r["final"][split][key] for r in mine]) for key in ATTRIBUTE_KEYS if key in mine[0]["final"][split]
             }
         entry["gap"] = _stat([r["final"]["train"]["all"] - r["final"]["test"]["all"] for r in mine])
-        entry["accuracy_vs_round"] = _curve(mine, base.get("test_first"), "test_first")
+        entry["accuracy_vs_round"] = _curve(mine, base, "accuracy")
         entry["flip_rate_vs_round"] = _curve(mine, None, "flip_rate")
         entry["err_gap_w_vs_round"] = [_err_gap(mine, k) for k in range(len(mine[0]["rounds"]))]
         entry["reference_accuracy_vs_round"] = [

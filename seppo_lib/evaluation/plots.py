@@ -1,9 +1,10 @@
-"""Report figures: the candidate-vs-champion sample grid (PIL), score histograms and training curves.
+"""Report figures: the candidate-vs-reference sample grid (PIL), per-scorer accuracy bars (0/1 scores)
+or histograms (continuous scores), and training curves.
 
 matplotlib is used through `matplotlib.figure.Figure` only (no pyplot, no global backend state),
 so plotting works headless and in threads.
 
-Grid layout (pixels): `MARGIN`, a title band of `TITLE_LINES` lines of `LINE_H` (role and model
+Grid layout (pixels): `MARGIN`, a title band of `TITLE_LINES` lines of `LINE_H` (label and model
 URI of each column), `MARGIN`; then per row a caption of `CAPTION_LINES` lines of `LINE_H` (prompt,
 image index and seed, across both columns), the two images as `cell` x `cell` squares and a `LINE_H`
 score line under each, then `MARGIN`. Columns are separated and framed by `MARGIN`:
@@ -16,9 +17,13 @@ import logging
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +36,9 @@ MIN_CELL, MAX_CELL = 160, 256
 GRID_ROWS = 8  # samples shown in grid.png
 BACKGROUND = (255, 255, 255)
 INK = (20, 20, 20)
+
+ROLE_COLOURS = ("tab:blue", "tab:orange")  # candidate, reference: in every evaluation figure
+INK_HEX = "#141414"
 
 HIST_SIZE = (5.0, 3.5)  # inches
 PANEL_SIZE = (4.0, 3.2)  # inches, per training-curve panel
@@ -51,7 +59,7 @@ def cell_size(side: int) -> int:
 
 
 def grid_size(n_rows: int, cell: int) -> tuple[int, int]:
-    """(width, height) of a grid of `n_rows` candidate/champion pairs of `cell` px images."""
+    """(width, height) of a grid of `n_rows` candidate/reference pairs of `cell` px images."""
     row_h = CAPTION_LINES * LINE_H + cell + LINE_H + MARGIN
     return 2 * cell + 3 * MARGIN, MARGIN + TITLE_LINES * LINE_H + MARGIN + n_rows * row_h
 
@@ -95,24 +103,25 @@ def _clip_left(draw: ImageDraw.ImageDraw, text: str, font: ImageFont.FreeTypeFon
 def write_grid(
     path: str | Path,
     candidate: Sequence[Image.Image],
-    champion: Sequence[Image.Image],
+    reference: Sequence[Image.Image],
     captions: Sequence[str],
     candidate_notes: Sequence[str],
-    champion_notes: Sequence[str],
-    titles: tuple[tuple[str, str], tuple[str, str]] = (("candidate", ""), ("champion", "")),
+    reference_notes: Sequence[str],
+    titles: tuple[tuple[str, str], tuple[str, str]] = (("candidate", ""), ("reference", "")),
 ) -> Path:
-    """Candidate (left) vs champion (right), one row per sample, captioned; returns `path`.
+    """Candidate (left) vs reference (right: the base model or the champion), one row per sample,
+    captioned; returns `path`.
 
     captions: one per row ("\n" forces a line break); notes: one line under each image;
-    titles: (role, model URI) per column.
+    titles: (label, model URI) per column, e.g. ("base model", "builtin:world-base").
     """
     n = len(candidate)
-    if not n or not (len(champion) == len(captions) == len(candidate_notes) == len(champion_notes) == n):
+    if not n or not (len(reference) == len(captions) == len(candidate_notes) == len(reference_notes) == n):
         raise ValueError(
-            f"grid needs the same non-zero number of candidate images ({n}), champion images ({len(champion)}), "
-            f"captions ({len(captions)}) and notes ({len(candidate_notes)}, {len(champion_notes)})"
+            f"grid needs the same non-zero number of candidate images ({n}), reference images ({len(reference)}), "
+            f"captions ({len(captions)}) and notes ({len(candidate_notes)}, {len(reference_notes)})"
         )
-    side = max(max(im.size) for im in (*candidate, *champion))
+    side = max(max(im.size) for im in (*candidate, *reference))
     cell = cell_size(side)
     width, height = grid_size(n, cell)
     canvas = Image.new("RGB", (width, height), BACKGROUND)
@@ -127,7 +136,7 @@ def write_grid(
         for k, line in enumerate(_fit(draw, captions[row], font, width - 2 * MARGIN, CAPTION_LINES)):
             draw.text((MARGIN, y + k * LINE_H), line, fill=INK, font=font)
         y += CAPTION_LINES * LINE_H
-        pairs = ((candidate[row], candidate_notes[row]), (champion[row], champion_notes[row]))
+        pairs = ((candidate[row], candidate_notes[row]), (reference[row], reference_notes[row]))
         for x, (image, note) in zip(columns, pairs, strict=True):
             resample = Image.Resampling.NEAREST if cell >= max(image.size) else Image.Resampling.LANCZOS
             canvas.paste(image.convert("RGB").resize((cell, cell), resample), (x, y))
@@ -141,6 +150,36 @@ def write_grid(
 # ---- matplotlib figures -----------------------------------------------------------
 
 
+def is_binary(values: Sequence[float]) -> bool:
+    """True when every score is 0 or 1 (a pass/fail scorer: shown as accuracy bars, not a histogram)."""
+    return len(values) > 0 and all(v in (0.0, 1.0) for v in values)
+
+
+def accuracy_figure(name: str, summaries: dict[str, dict[str, float]], n_prompts: int) -> Figure:
+    """Bars of each model's accuracy with its 95% CI (clipped to [0, 1]); `summaries` maps a column
+    label to metrics.json's {"mean", "ci_lo", "ci_hi"} of that model (candidate first)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=HIST_SIZE, dpi=DPI)
+    ax = fig.add_subplot()
+    labels = list(summaries)
+    means = np.array([summaries[k]["mean"] for k in labels])
+    lo = np.clip([summaries[k]["ci_lo"] for k in labels], 0.0, 1.0)
+    hi = np.clip([summaries[k]["ci_hi"] for k in labels], 0.0, 1.0)
+    x = np.arange(len(labels))
+    ax.bar(x, means, color=ROLE_COLOURS[: len(labels)], width=0.6)
+    ax.errorbar(x, means, yerr=[means - lo, hi - means], fmt="none", ecolor=INK_HEX, capsize=6, linewidth=1.2)
+    for k in range(len(labels)):
+        ax.annotate(f"{means[k]:.3f}\n[{lo[k]:.3f}, {hi[k]:.3f}]", (x[k], hi[k]), xytext=(0, 4),
+                    textcoords="offset points", ha="center", va="bottom", fontsize="small")
+    ax.set_xticks(x, labels)
+    ax.set_ylim(0.0, 1.15)
+    ax.set_ylabel(f"{name} accuracy")
+    ax.set_title(f"{name}: mean over {n_prompts} prompts, 95% bootstrap CI", fontsize="medium")
+    fig.tight_layout()
+    return fig
+
+
 def _bins(values: np.ndarray, n_max: int = 30) -> np.ndarray:
     lo, hi = float(values.min()), float(values.max())
     if lo == hi:
@@ -148,25 +187,40 @@ def _bins(values: np.ndarray, n_max: int = 30) -> np.ndarray:
     return np.linspace(lo, hi, min(n_max, max(5, values.size // 2)) + 1)
 
 
-def plot_histograms(out_dir: str | Path, candidate: dict[str, list[float]], champion: dict[str, list[float]]) -> list[Path]:
-    """hist_<scorer>.png per scorer: per-image scores of both models on shared bins, means marked."""
+def histogram_figure(name: str, values: dict[str, list[float]]) -> Figure:
+    """Per-image scores of each model (label -> scores, candidate first) on shared bins, means dashed."""
     from matplotlib.figure import Figure
 
+    fig = Figure(figsize=HIST_SIZE, dpi=DPI)
+    ax = fig.add_subplot()
+    arrays = {label: np.asarray(v, float) for label, v in values.items()}
+    bins = _bins(np.concatenate(list(arrays.values())))
+    for (label, x), colour in zip(arrays.items(), ROLE_COLOURS, strict=False):
+        ax.hist(x, bins=bins, alpha=0.55, color=colour, label=f"{label} (mean {x.mean():.3g})")
+        ax.axvline(x.mean(), color=colour, linestyle="--", linewidth=1.2)
+    ax.set_xlabel(f"{name} score (per image)")
+    ax.set_ylabel("images")
+    ax.set_title(f"{name}: {' vs '.join(arrays)}")
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+def plot_scores(
+    out_dir: str | Path, scores: tuple[dict[str, list[float]], dict[str, list[float]]], metrics: dict[str, Any],
+    labels: tuple[str, str] = ("candidate", "reference"),
+) -> list[Path]:
+    """Per scorer: accuracy_<scorer>.png (0/1 scores: bars with the CIs of metrics.json's "scorers")
+    or hist_<scorer>.png (continuous scores). `labels` name the two models (candidate, reference)."""
     files = []
-    for name, cand_values in candidate.items():
-        cand, champ = np.asarray(cand_values, float), np.asarray(champion[name], float)
-        fig = Figure(figsize=HIST_SIZE, dpi=DPI)
-        ax = fig.add_subplot()
-        bins = _bins(np.concatenate([cand, champ]))
-        for values, label, colour in ((cand, "candidate", "tab:blue"), (champ, "champion", "tab:orange")):
-            ax.hist(values, bins=bins, alpha=0.55, color=colour, label=f"{label} (mean {values.mean():.3g})")
-            ax.axvline(values.mean(), color=colour, linestyle="--", linewidth=1.2)
-        ax.set_xlabel(f"{name} score (per image)")
-        ax.set_ylabel("images")
-        ax.set_title(f"{name}: candidate vs champion")
-        ax.legend(fontsize="small")
-        fig.tight_layout()
-        path = Path(out_dir) / f"hist_{name}.png"
+    for name, cand in scores[0].items():
+        champ = scores[1][name]
+        if is_binary([*cand, *champ]):
+            block = metrics["scorers"][name]
+            summaries = {labels[0]: block["candidate"], labels[1]: block["champion"]}
+            fig, path = accuracy_figure(name, summaries, block["win_rate"]["n"]), Path(out_dir) / f"accuracy_{name}.png"
+        else:
+            fig, path = histogram_figure(name, {labels[0]: cand, labels[1]: champ}), Path(out_dir) / f"hist_{name}.png"
         fig.savefig(path, dpi=DPI)
         files.append(path)
     return files

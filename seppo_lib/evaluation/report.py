@@ -9,8 +9,10 @@ Files written by :func:`write_report` into the output folder:
 - ``metrics.json``: see :func:`build_metrics`.
 - ``per_prompt.csv``: one row per image: prompt_index, prompt, sample, seed, then
   ``<scorer>_candidate`` and ``<scorer>_champion`` for every scorer.
-- ``grid.png``: candidate vs champion on the same prompt and seed (``plots.write_grid``).
-- ``hist_<scorer>.png``: score histograms, candidate vs champion.
+- ``grid.png``: candidate vs reference (the base model or the champion) on the same prompt and
+  seed (``plots.write_grid``): the first image of up to `GRID_ROWS` prompts (see :func:`grid_samples`).
+- ``accuracy_<scorer>.png`` for a 0/1 scorer: both models' accuracy bars with metrics.json's 95% CIs;
+  ``hist_<scorer>.png`` for a continuous scorer: per-image score histograms.
 - ``training_curves.png``: loss, implicit_acc, flip_rate vs step (only with a history).
 """
 
@@ -28,7 +30,7 @@ import numpy as np
 from PIL import Image
 
 from seppo_lib.evaluation.generate import EvalSample
-from seppo_lib.evaluation.plots import GRID_ROWS, plot_histograms, plot_training_curves, write_grid
+from seppo_lib.evaluation.plots import GRID_ROWS, plot_scores, plot_training_curves, write_grid
 from seppo_lib.evaluation.stats import bootstrap_mean_ci, win_rate
 
 logger = logging.getLogger(__name__)
@@ -159,6 +161,12 @@ def write_per_prompt_csv(path: str | Path, plan: Sequence[EvalSample], candidate
     return path
 
 
+def grid_samples(plan: Sequence[EvalSample], n_rows: int = GRID_ROWS) -> list[int]:
+    """Plan indices of the grid rows: the first image of each prompt, then the second of each, ...
+    (as many distinct prompts as possible), at most `n_rows`."""
+    return sorted(range(len(plan)), key=lambda i: (plan[i].sample, plan[i].prompt_index))[:n_rows]
+
+
 def write_report(
     output_dir: str | Path,
     metrics: dict[str, Any],
@@ -166,14 +174,16 @@ def write_report(
     images: tuple[Sequence[Image.Image], Sequence[Image.Image]],
     scores: tuple[Scores, Scores],
     history: list[tuple[int, dict[str, float]]] | None = None,
+    reference_label: str = "reference",
 ) -> list[Path]:
-    """Write metrics.json, per_prompt.csv, grid.png, hist_<scorer>.png (and training_curves.png).
+    """Write metrics.json, per_prompt.csv, grid.png, accuracy_/hist_<scorer>.png (and training_curves.png).
 
-    images and scores are (candidate, champion) pairs in `plan` order. Returns the files written.
+    images and scores are (candidate, reference) pairs in `plan` order. `reference_label` names the
+    reference model in the grid and the plots ("base model", "champion v3"). Returns the files written.
     """
     out, files = start_report(output_dir, metrics, plan, scores)
     cand_scores, champ_scores = scores
-    rows = list(range(min(GRID_ROWS, len(plan))))
+    rows = grid_samples(plan)
     files.append(
         write_grid(
             out / "grid.png",
@@ -182,10 +192,10 @@ def write_report(
             [f"{plan[i].prompt}\nimage {plan[i].sample}, seed {plan[i].seed}" for i in rows],
             [_score_line(cand_scores, i) for i in rows],
             [_score_line(champ_scores, i) for i in rows],
-            titles=(("candidate", metrics["candidate"]), ("champion", metrics["champion"])),
+            titles=(("candidate", metrics["candidate"]), (reference_label, metrics["champion"])),
         )
     )
-    return finish_report(out, files, scores, history)
+    return finish_report(out, files, scores, history, reference_label)
 
 
 def start_report(
@@ -200,11 +210,17 @@ def start_report(
 
 
 def finish_report(
-    out: Path, files: list[Path], scores: tuple[Scores, Scores], history: list[tuple[int, dict[str, float]]] | None
+    out: Path,
+    files: list[Path],
+    scores: tuple[Scores, Scores],
+    history: list[tuple[int, dict[str, float]]] | None,
+    reference_label: str = "reference",
 ) -> list[Path]:
-    """Add the score histograms (when there are per-sample scores) and the training curves; log the files."""
+    """Add the per-scorer plots (when there are per-sample scores; the CIs are those of the
+    metrics.json that :func:`start_report` wrote into `out`) and the training curves; log the files."""
     if scores[0]:
-        files += plot_histograms(out, *scores)
+        metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+        files += plot_scores(out, scores, metrics, ("candidate", reference_label))
     if history:
         curves = plot_training_curves(out / "training_curves.png", history)
         if curves is not None:

@@ -73,7 +73,7 @@ def test_video_evaluate_writes_the_whole_report(tmp_path: Path, setup: dict[str,
     metrics = evaluate.run(cfg, str(setup["other"]), out, history=history)
 
     assert sorted(p.name for p in out.iterdir()) == [
-        "grid.gif", "hist_psnr.png", "hist_ssim.png", "hist_world_motion.png", "metrics.json", "per_prompt.csv",
+        "accuracy_world_motion.png", "grid.gif", "hist_psnr.png", "hist_ssim.png", "metrics.json", "per_prompt.csv",
         "training_curves.png",
     ]  # fmt: skip
     assert json.loads((out / "metrics.json").read_text()) == metrics

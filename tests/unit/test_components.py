@@ -137,7 +137,7 @@ def test_evaluate_logs_metrics_and_returns_the_gate(chain: dict[str, Any]) -> No
     assert meta["candidate"] == f"bank:{chain['model'].metadata['checkpoint']}"
     assert meta["champion"] == chain["cfg"].model.pretrained  # no registered champion yet: the base model
     assert meta["gate_passes"] is chain["passes"] and re.fullmatch(r"[0-9a-f]{32}", meta["metrics_md5"])
-    assert {"per_prompt.csv", "grid.png", "hist_world.png"} <= {p.name for p in report_dir.iterdir()}
+    assert {"per_prompt.csv", "grid.png", "accuracy_world.png"} <= {p.name for p in report_dir.iterdir()}
 
 
 def test_register_component_then_evaluate_against_the_champion(chain: dict[str, Any]) -> None:

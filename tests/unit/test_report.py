@@ -11,12 +11,14 @@ import pytest
 from PIL import Image
 
 from seppo_lib.evaluation.generate import EvalSample, eval_plan, to_pil
+from seppo_lib.evaluation import report as report_module
 from seppo_lib.evaluation.plots import (
     CAPTION_LINES,
     GRID_ROWS,
     LINE_H,
     MARGIN,
     TITLE_LINES,
+    accuracy_figure,
     cell_size,
     grid_size,
     plot_training_curves,
@@ -154,7 +156,7 @@ def test_write_report_files(tmp_path: Path) -> None:
     metrics = _metrics(*scores, 2)
     history = [(s, {"loss": 1 / s, "implicit_acc": 0.6, "flip_rate": 0.2, "grad_norm": 1.0}) for s in range(1, 5)]
     files = write_report(tmp_path, metrics, plan, images, scores, history)
-    names = ["metrics.json", "per_prompt.csv", "grid.png", "hist_world.png", "hist_pickscore.png", "training_curves.png"]
+    names = ["metrics.json", "per_prompt.csv", "grid.png", "accuracy_world.png", "hist_pickscore.png", "training_curves.png"]
     assert [p.name for p in files] == names
     assert json.loads((tmp_path / "metrics.json").read_text()) == metrics
     with (tmp_path / "per_prompt.csv").open(newline="") as f:
@@ -169,7 +171,7 @@ def test_write_report_files(tmp_path: Path) -> None:
             im.load()
             sizes[name] = im.size
     assert sizes["grid.png"] == grid_size(min(GRID_ROWS, 10), 160) == (344, 44 + 8 * 224)
-    assert sizes["hist_world.png"] == sizes["hist_pickscore.png"] == (500, 350)
+    assert sizes["accuracy_world.png"] == sizes["hist_pickscore.png"] == (500, 350)
     assert sizes["training_curves.png"] == (3 * 400, 320)
 
 
@@ -189,3 +191,54 @@ def test_training_curves_plot_only_logged_metrics(tmp_path: Path) -> None:
         assert im.size == (400, 320)
     assert plot_training_curves(tmp_path / "none.png", [(1, {"lr": 1e-3})]) is None
     assert not (tmp_path / "none.png").exists()
+
+
+def _captured_grid(monkeypatch: pytest.MonkeyPatch) -> dict:
+    """Replace the report's grid writer by one that records its arguments."""
+    seen: dict = {}
+
+    def fake(path: Path, candidate: list, reference: list, captions: list, *_notes: list, titles: tuple) -> Path:
+        seen.update(n=len(candidate), captions=captions, titles=titles)
+        Path(path).write_bytes(b"png")
+        return Path(path)
+
+    monkeypatch.setattr(report_module, "write_grid", fake)
+    return seen
+
+
+def test_grid_shows_eight_prompts_and_names_the_reference(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """10 prompts x 2 images: the grid shows the first image of 8 distinct prompts (not 4 prompts x 2)
+    and titles the right column with the caller's label; without one it never claims "champion"."""
+    seen = _captured_grid(monkeypatch)
+    plan, images, scores = _synthetic(10, 2, side=8)
+    write_report(tmp_path / "a", _metrics(*scores, 2), plan, images, scores, reference_label="base model")
+    prompts = [caption.split("\n")[0] for caption in seen["captions"]]
+    assert seen["n"] == GRID_ROWS == 8 and prompts == [f"prompt {i}" for i in range(8)]
+    assert all("image 0," in caption for caption in seen["captions"])
+    assert seen["titles"] == (("candidate", "bank:ckpt-000012"), ("base model", "builtin:world-base"))
+    write_report(tmp_path / "b", _metrics(*scores, 2), plan, images, scores)
+    assert seen["titles"][1][0] == "reference"
+
+
+def test_grid_fills_rows_with_later_images_when_prompts_are_few(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = _captured_grid(monkeypatch)
+    plan, images, scores = _synthetic(3, 4, side=8)
+    write_report(tmp_path, _metrics(*scores, 4), plan, images, scores)
+    assert [c.split("\n")[1].split(",")[0] for c in seen["captions"]] == ["image 0"] * 3 + ["image 1"] * 3 + ["image 2"] * 2
+
+
+def test_binary_scorer_is_drawn_as_accuracy_bars_with_the_metrics_cis(tmp_path: Path) -> None:
+    """A 0/1 scorer gets accuracy_<scorer>.png (no histogram); its bars are metrics.json's means and
+    the error bars its bootstrap CI, clipped to [0, 1]; the axis names both models."""
+    plan, images, scores = _synthetic(6, 2, side=8)
+    metrics = _metrics(*scores, 2)
+    files = {p.name for p in write_report(tmp_path, metrics, plan, images, scores, reference_label="champion v3")}
+    assert "accuracy_world.png" in files and "hist_world.png" not in files and "hist_pickscore.png" in files
+    world = metrics["scorers"]["world"]
+    fig = accuracy_figure("world", {"candidate": world["candidate"], "champion v3": world["champion"]}, 6)
+    ax = fig.axes[0]
+    assert [b.get_height() for b in ax.patches] == pytest.approx([world["candidate"]["mean"], world["champion"]["mean"]])
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["candidate", "champion v3"]
+    wild = {"a": {"mean": 0.02, "ci_lo": -0.3, "ci_hi": 0.2}, "b": {"mean": 0.97, "ci_lo": 0.8, "ci_hi": 1.4}}
+    segments = accuracy_figure("world", wild, 6).axes[0].collections[0].get_segments()
+    assert [v for seg in segments for v in seg[:, 1]] == pytest.approx([0.0, 0.2, 0.8, 1.0])
