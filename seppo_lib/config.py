@@ -110,6 +110,11 @@ class DataConfig(_Section):
     max_rows: int | None = Field(None, ge=1, le=10**9, description="Keep at most this many valid rows (in source order); None keeps all.")
     shard_size: int = Field(1024, ge=1, le=10**6, description="Rows per precomputed latent shard written by prepare_data.")
     max_caption_tokens: int = Field(77, ge=4, le=512, description="Tokenizer max length (text embeddings are padded to it).")
+    max_image_pixels: int = Field(
+        8192 * 8192, ge=1, le=2**31,
+        description="Largest image or video frame (width × height, from its header) a data row may have; larger rows are "
+        "counted as image_too_large before anything is decoded.",
+    )
 
 
 class ModelConfig(_Section):
@@ -213,7 +218,12 @@ class StorageConfig(_Section):
     s3_endpoint_url: S3URI = Field(None, description="S3 endpoint (MinIO: http://minio:9000); None = AWS. Env AWS_ENDPOINT_URL also works.")
     s3_region: str | None = Field(None, description="S3 region; None = from the environment.")
     s3_addressing_style: Literal["auto", "path", "virtual"] = Field("auto", description="S3 addressing (MinIO: path).")
-    s3_max_attempts: int = Field(8, ge=1, le=50, description="botocore retry attempts (adaptive mode).")
+    s3_max_attempts: int = Field(8, ge=1, le=50, description="S3 retries per request after the first attempt (also bounded by s3_time_budget_s).")
+    s3_time_budget_s: float = Field(
+        120.0, gt=0, le=3600,
+        description="Total seconds one S3 request may take with its retries (a line is logged per retry); each attempt's "
+        "connect/read timeouts are capped at a third of it. A hanging endpoint ends with one error naming it.",
+    )
 
 
 class TrackingConfig(_Section):

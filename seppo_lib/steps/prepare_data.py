@@ -9,7 +9,7 @@ from typing import Any
 
 from seppo_lib.config import SeppoConfig
 from seppo_lib.data.prepare import dir_md5, write_dataset
-from seppo_lib.data.rows import MAX_IMAGE_PIXELS, ValidationReport
+from seppo_lib.data.rows import ValidationReport
 from seppo_lib.data.sources import iter_rows
 from seppo_lib.errors import DataError
 from seppo_lib.models import load_model, resolve_model_dir
@@ -108,7 +108,7 @@ def _prepare(cfg: SeppoConfig, output_dir: str | Path) -> dict[str, Any]:
     scratch = run_dir(cfg) / "source"
     path, provenance = materialize_source(cfg, scratch)
     model = load_model(cfg.model.pretrained, cfg.bank.cache_dir).to(device())
-    report = ValidationReport(max_image_pixels=getattr(cfg.data, "max_image_pixels", MAX_IMAGE_PIXELS))
+    report = ValidationReport(max_image_pixels=cfg.data.max_image_pixels)
     rows = iter_rows(path, cfg.data.format, report, num_frames=cfg.data.num_frames, frame_stride=cfg.data.frame_stride)
     with local_io(output_dir, "write the prepared dataset to"):
         meta = write_dataset(

@@ -109,7 +109,7 @@ class S3Store(Store):
         from seppo_lib import config as seppo_config
 
         settings = settings or seppo_config.StorageConfig()
-        budget = time_budget if time_budget is not None else getattr(settings, "s3_time_budget_s", DEFAULT_TIME_BUDGET_S)
+        budget = time_budget if time_budget is not None else (settings.s3_time_budget_s if settings is not None else DEFAULT_TIME_BUDGET_S)
         self.time_budget = float(budget)
         self._client = _make_client(settings, *attempt_timeouts(self.time_budget, connect_timeout, read_timeout))
         self.endpoint: str = self._client.meta.endpoint_url
