@@ -28,7 +28,7 @@ from typing import Any
 
 from seppo_lib.bank_manifest import CKPT_ID, INITIAL, MANIFEST, BankEntry, Manifest, read_manifest
 from seppo_lib.errors import CheckpointError, SeppoError
-from seppo_lib.storage import ConflictError, Store, join, open_store
+from seppo_lib.storage import ConflictError, LocalStore, Store, join, open_store
 
 logger = logging.getLogger(__name__)
 
@@ -121,8 +121,12 @@ def _split(run_id: str, sizes: dict[str, int], entries: list[BankEntry]) -> tupl
 
 
 def list_runs(bank_uri: str, settings: Any = None) -> list[RunInfo]:
-    """Every run under the bank root (one listing), with committed entry counts and sizes."""
+    """Every run under the bank root (one listing), with committed entry counts and sizes.
+
+    A local root that does not exist is an error (likely a typo), an existing empty one has no runs."""
     store = open_store(bank_uri, settings)
+    if isinstance(store, LocalStore) and not store.root.is_dir():
+        raise CheckpointError(f"bank root {store.uri} does not exist or is not a folder")
     per_run: dict[str, dict[str, int]] = {}
     for key, size in store.sizes("").items():
         run_id, _, rest = key.partition("/")

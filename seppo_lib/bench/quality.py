@@ -26,11 +26,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from seppo_lib.bench.methods import ALL_METHODS, BASE, method_overrides
 from seppo_lib.bench.scoring import VIDEO_WORLD_SOURCE, EvalSet, bench_prompts, evaluate, summarize
 from seppo_lib.config import SeppoConfig, load_config
+from seppo_lib.progress import Progress
 from seppo_lib.tracking import InMemoryLogger
 
 logger = logging.getLogger(__name__)
@@ -246,7 +246,7 @@ def run_benchmark(options: BenchOptions) -> dict[str, Any]:
     base = score_base(ctx)
     jobs = [(m, s) for m in options.methods if m != BASE for s in options.seeds]
     runs = []
-    for method, seed in tqdm(jobs, desc="bench quality", unit="run", disable=None):
+    for method, seed in Progress(jobs, desc="bench quality", unit="run"):
         logger.info("benchmark: %s seed %d", method, seed)
         runs.append(train_and_score(ctx, method, seed))
     methods = [m for m in options.methods if m != BASE]

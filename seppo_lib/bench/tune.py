@@ -21,9 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
-
 from seppo_lib.bench.quality import BenchOptions, build_context, score_base, train_and_score
+from seppo_lib.progress import Progress
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +80,7 @@ def run_tuning(options: TuneOptions) -> dict[str, Any]:
     jobs = [(m, p) for m in options.methods for p in grid(m, options.lrs, options.betas)]
     base = score_base(build_context(_bench_options(options, options.methods[0], {})))
     rows: list[dict[str, Any]] = []
-    for method, point in tqdm(jobs, desc="bench tune", unit="run", disable=None):
+    for method, point in Progress(jobs, desc="bench tune", unit="run"):
         logger.info("tuning: %s %s", method, point)
         result = train_and_score(build_context(_bench_options(options, method, point)), method, options.seed)
         rows.append({

@@ -6,11 +6,28 @@ import argparse
 import importlib
 import logging
 import sys
+from typing import Any
 
 from seppo_lib import __version__
 
 # Modules under seppo_lib/cli/ that expose add_commands(subparsers).
 AREAS = ["train", "config", "registry", "export", "evaluate", "pipeline", "bank", "world", "bench"]
+
+
+def _add_global_flags(parser: argparse.ArgumentParser, default: object) -> None:
+    parser.add_argument("-v", "--verbose", action="store_true", default=default, help="debug logging")
+
+
+class _CommandParser(argparse.ArgumentParser):
+    """A (sub)command's parser: accepts the global flags after the command too.
+
+    Their default is SUPPRESS here, so `seppo -v train` keeps the value the top-level parser set;
+    nested `add_subparsers` calls inherit this class, so `seppo bank ls URI -v` works as well.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _add_global_flags(self, argparse.SUPPRESS)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,8 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="SePPO preference optimization for diffusion models, as a Kubeflow pipeline.",
     )
     parser.add_argument("--version", action="version", version=f"seppo {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_global_flags(parser, False)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_CommandParser)
     for area in AREAS:
         importlib.import_module(f"seppo_lib.cli.{area}").add_commands(sub)
     return parser

@@ -61,7 +61,7 @@ def _evaluate(args: argparse.Namespace) -> int:
           f"{metrics['n_prompts']} prompts x {metrics['images_per_prompt']} {'clip' if 'video' in metrics else 'image'}(s)")
     print(summary_table(metrics))
     grid = "grid.gif" if "video" in metrics else "grid.png"
-    print(f"report: {out} (metrics.json, per_prompt.csv, {grid}, hist_<scorer>.png)")
+    print(f"report: {out} (metrics.json, per_prompt.csv, {grid}, hist_<scorer>.png or accuracy_<scorer>.png)")
     return 0
 
 
@@ -70,7 +70,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
         "evaluate", help="sample and score a model against a champion (default: the base model)",
         description="Sample --model and --against (default: model.pretrained) on the same prompts and seeds "
         "with the config's sampler, score both with eval.scorers, and write a report (metrics.json, "
-        "per_prompt.csv, grid.png or grid.gif for video, hist_<scorer>.png) with per-scorer means, bootstrap CIs, "
+        "per_prompt.csv, grid.png or grid.gif for video, hist_<scorer>.png or accuracy_<scorer>.png) with per-scorer means, bootstrap CIs, "
         "the paired win rate and the promotion gate (eval.gate_metric, registry.gate_direction, registry.min_margin).",
         epilog="example: seppo evaluate --config tiny --model bank:ckpt-000012 --prompts builtin:world-test --n 16",
     )

@@ -20,11 +20,10 @@ def _threads(args: argparse.Namespace) -> None:
 
 def _measure(model_dir: Path, prompts: int, samples: int, seed: int) -> dict[str, object]:
     """Accuracy of a model folder on balanced test and train prompts with the world preset's sampler."""
-    from tqdm.auto import tqdm
-
     from seppo_lib.bench.scoring import EvalSet, balanced_prompts, evaluate, summarize
     from seppo_lib.config import load_config
     from seppo_lib.models import load_model
+    from seppo_lib.progress import Progress
 
     cfg = load_config(WORLD_PRESET)
     model = load_model(str(model_dir), cfg.bank.cache_dir)
@@ -36,7 +35,7 @@ def _measure(model_dir: Path, prompts: int, samples: int, seed: int) -> dict[str
     }
     for split in ("test", "train"):
         eval_set = EvalSet(tuple(balanced_prompts(split, prompts, seed)), samples, seed)  # type: ignore[arg-type]
-        with tqdm(total=len(eval_set.seeds), desc=f"accuracy ({split})", unit="img", disable=None) as bar:
+        with Progress[None](total=len(eval_set.seeds), desc=f"accuracy ({split})", unit="img") as bar:
             _, scores = evaluate(
                 model, eval_set, cfg.sampling, resolution=cfg.data.resolution, max_tokens=cfg.data.max_caption_tokens,
                 on_batch=bar.update,

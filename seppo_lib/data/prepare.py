@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence, Sized
 from pathlib import Path
 from typing import Any
 
@@ -13,12 +13,12 @@ import numpy as np
 import torch
 from PIL import Image
 from safetensors.torch import save_file
-from tqdm.auto import tqdm
 
 from seppo_lib.data.shards import DATASET_JSON, write_shard
 from seppo_lib.data.sources import PreferenceRow, ValidationReport
 from seppo_lib.errors import DataError
 from seppo_lib.models import DiffusionModel
+from seppo_lib.progress import Progress
 
 logger = logging.getLogger(__name__)
 
@@ -101,7 +101,8 @@ def write_dataset(
     captions: list[str] = []
     row_ids: list[str] = []
     latent_shape: list[int] = []
-    bar = tqdm(desc="prepare_data", unit="row", disable=None)
+    total = min(len(rows), max_rows or len(rows)) if isinstance(rows, Sized) else None
+    bar: Progress[None] = Progress(desc="prepare_data", unit="row", total=total)
     for chunk in _chunks(rows, ENCODE_BATCH):
         if paired and any(r.loser is None for r in chunk):
             raise DataError("paired data (method dpo) needs a loser image for every row; this source has winners only")

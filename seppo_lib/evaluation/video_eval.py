@@ -15,7 +15,7 @@ Scorers (`eval.scorers`, see `scorer_choices`):
 
 Files: metrics.json, per_prompt.csv (one row per clip), grid.gif (per row: candidate,
 champion and, when there are references, the reference clip; rows = the first rows of
-per_prompt.csv), hist_<scorer>.png per per-clip scorer, training_curves.png with a history.
+per_prompt.csv), hist_<scorer>.png (accuracy_<scorer>.png for a 0/1 scorer) per per-clip scorer, training_curves.png with a history.
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from seppo_lib.config import ConfigError, SeppoConfig
 from seppo_lib.evaluation.generate import EvalSample, sample_model
@@ -48,6 +47,7 @@ from seppo_lib.evaluation.video_metrics import (
 )
 from seppo_lib.evaluation.video_refs import References, build_references, parse_world_prompts
 from seppo_lib.models import DiffusionModel
+from seppo_lib.progress import Progress
 
 logger = logging.getLogger(__name__)
 
@@ -165,7 +165,7 @@ def evaluate_video(
     _check_plan(cfg, plan)
     refs = build_references(cfg, plan) if set(cfg.eval.scorers) & set(REFERENCE_SCORERS) else None
     extractors = build_extractors(cfg, str(device))
-    bar = tqdm(total=2 * len(plan), desc="evaluate", unit="clip", disable=None)
+    bar: Progress[None] = Progress(total=2 * len(plan), desc="evaluate", unit="clip")
     clips = []
     for role, uri, folder in models:
         bar.set_description(f"evaluate: sample {role}")
@@ -207,7 +207,7 @@ def write_video_report(
     scores: tuple[Scores, Scores],
     history: list[tuple[int, dict[str, float]]] | None = None,
 ) -> list[Path]:
-    """metrics.json, per_prompt.csv, grid.gif, hist_<scorer>.png (and training_curves.png); returns the files."""
+    """metrics.json, per_prompt.csv, grid.gif, hist_<scorer>.png or accuracy_<scorer>.png (and training_curves.png); returns the files."""
     out, files = start_report(output_dir, metrics, plan, scores)
     rows = min(GRID_ROWS, len(plan))
     columns = [clips[0][:rows], clips[1][:rows]] + ([refs.clips[:rows]] if refs is not None else [])

@@ -27,15 +27,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
+from PIL import Image
 
 from seppo_lib.config import SeppoConfig
 from seppo_lib.evaluation.generate import EvalSample, eval_plan, sample_model
 from seppo_lib.evaluation.prompts import load_prompts
 from seppo_lib.evaluation.report import build_metrics, write_report
 from seppo_lib.evaluation.scorer_choices import check_eval_config, config_is_video, unet_config_is_video
-from seppo_lib.evaluation.scorers import build_scorers
+from seppo_lib.evaluation.scorers import Scorer, build_scorers
 from seppo_lib.export import resolve_model_uri
+from seppo_lib.progress import Progress
 from seppo_lib.steps.common import device
 
 logger = logging.getLogger(__name__)
@@ -77,6 +78,19 @@ def run(
     return metrics
 
 
+def _score(
+    scorers: dict[str, Scorer], images: list[list[Image.Image]], texts: list[str]
+) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Per-image scores of candidate and champion (`images`, in that order) by every scorer."""
+    scores: list[dict[str, list[float]]] = [{}, {}]
+    with Progress[None](total=2 * len(scorers), desc="evaluate: score", unit="scorer") as bar:
+        for per_model, imgs in zip(scores, images, strict=True):
+            for name, scorer in scorers.items():
+                per_model[name] = scorer.score(imgs, texts)
+                bar.update()
+    return scores[0], scores[1]
+
+
 def _evaluate_images(
     cfg: SeppoConfig,
     plan: list[EvalSample],
@@ -86,14 +100,13 @@ def _evaluate_images(
 ) -> dict[str, Any]:
     dev: torch.device = device()
     scorers = build_scorers(cfg.eval, str(dev), cache_dir=Path(cfg.bank.cache_dir) / "scorers", storage=cfg.storage)
-    bar = tqdm(total=2 * len(plan), desc="evaluate", unit="img", disable=None)
+    bar: Progress[None] = Progress(total=2 * len(plan), desc="evaluate", unit="img")
     images = []
     for role, uri, folder in models:
         bar.set_description(f"evaluate: sample {role}")
         images.append(sample_model(uri, str(folder), cfg, plan, dev, bar.update))
     bar.close()
-    texts = [e.prompt for e in plan]
-    cand_scores, champ_scores = ({name: s.score(imgs, texts) for name, s in scorers.items()} for imgs in images)
+    cand_scores, champ_scores = _score(scorers, images, [e.prompt for e in plan])
     metrics = build_metrics(
         candidate_uri=models[0][1],
         champion_uri=models[1][1],

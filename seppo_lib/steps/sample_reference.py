@@ -7,11 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from seppo_lib.config import SeppoConfig
 from seppo_lib.data.shards import LatentDataset
 from seppo_lib.models import load_unet
+from seppo_lib.progress import Progress
 from seppo_lib.sampling import sample_latents, sample_seed
 from seppo_lib.steps.common import device, open_bank
 from seppo_lib.training.references import plan_round, shard_slots, write_references
@@ -36,7 +36,7 @@ def run(cfg: SeppoConfig, data_dir: str | Path, round_idx: int, output_dir: str 
     latents = torch.empty(len(slots), *dataset.latent_shape)
     dev = device()
     s = cfg.sampling
-    bar = tqdm(total=len(slots), desc=f"sample round {round_idx} shard {shard}/{n_shards}", unit="img", disable=None)
+    bar: Progress[None] = Progress(total=len(slots), desc=f"sample round {round_idx} shard {shard}/{n_shards}", unit="img")
     for ckpt_id in dict.fromkeys(slot_refs):
         pick = [i for i, r in enumerate(slot_refs) if r == ckpt_id]
         unet = load_unet(bank.fetch(ckpt_id) / "unet").to(dev).eval()

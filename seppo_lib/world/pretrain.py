@@ -29,11 +29,11 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image, ImageFilter
-from tqdm.auto import tqdm
 
 from seppo_lib.diffusion import NoiseDraw, make_pair_batch, model_errors
 from seppo_lib.errors import DataError
 from seppo_lib.models import DiffusionModel, minilm_path
+from seppo_lib.progress import Progress
 from seppo_lib.world.grammar import Prompt, split_prompts
 from seppo_lib.world.render import render, render_wrong
 
@@ -294,7 +294,7 @@ def pretrain(out: str | Path, recipe: Recipe, *, save_every: int = 0, command: s
     st = _setup(recipe)
     starts = (time.time(), time.process_time())
     st.unet.train()
-    bar = tqdm(range(1, recipe.steps + 1), desc="pretrain world base", unit="step", disable=None)
+    bar = Progress(range(1, recipe.steps + 1), desc="pretrain world base", unit="step")
     for step in bar:
         _step(st, recipe, step)
         if step % 50 == 0:

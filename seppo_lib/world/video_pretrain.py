@@ -34,9 +34,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from seppo_lib.errors import DataError
+from seppo_lib.progress import Progress
 from seppo_lib.world.grammar import COLOURS, SHAPES, Thing
 from seppo_lib.world.pretrain import (
     Ema,
@@ -211,7 +211,7 @@ def pretrain_video(out: str | Path, recipe: VideoRecipe, *, command: str = "", s
     )
     start = time.time()
     unet.train()
-    bar = tqdm(range(1, recipe.steps + 1), desc="pretrain video world base", unit="step", disable=None)
+    bar = Progress(range(1, recipe.steps + 1), desc="pretrain video world base", unit="step")
     for step in bar:
         clips, idx, n_wrong = st.stream.batch(recipe.batch_size)
         st.totals["clips"], st.totals["wrong"] = st.totals["clips"] + len(idx), st.totals["wrong"] + n_wrong
