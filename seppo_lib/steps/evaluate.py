@@ -91,6 +91,11 @@ def _score(
     return scores[0], scores[1]
 
 
+def reference_label(cfg: SeppoConfig, champion_uri: str) -> str:
+    """What the grid's and plots' reference column is: the base model, or the registry champion."""
+    return f"base model ({cfg.model.pretrained})" if champion_uri == cfg.model.pretrained else "champion"
+
+
 def _evaluate_images(
     cfg: SeppoConfig,
     plan: list[EvalSample],
@@ -119,5 +124,6 @@ def _evaluate_images(
         seed=cfg.eval.seed,
         config_hash=cfg.config_hash(),
     )
-    write_report(output_dir, metrics, plan, (images[0], images[1]), (cand_scores, champ_scores), history)
+    label = reference_label(cfg, models[1][1])
+    write_report(output_dir, metrics, plan, (images[0], images[1]), (cand_scores, champ_scores), history, label)
     return metrics

@@ -242,3 +242,12 @@ def test_binary_scorer_is_drawn_as_accuracy_bars_with_the_metrics_cis(tmp_path: 
     wild = {"a": {"mean": 0.02, "ci_lo": -0.3, "ci_hi": 0.2}, "b": {"mean": 0.97, "ci_lo": 0.8, "ci_hi": 1.4}}
     segments = accuracy_figure("world", wild, 6).axes[0].collections[0].get_segments()
     assert [v for seg in segments for v in seg[:, 1]] == pytest.approx([0.0, 0.2, 0.8, 1.0])
+
+
+def test_the_reference_column_says_whether_it_is_the_base_model_or_the_champion() -> None:
+    from seppo_lib.config import load_config
+    from seppo_lib.steps.evaluate import reference_label
+
+    cfg = load_config("tiny")
+    assert reference_label(cfg, cfg.model.pretrained) == f"base model ({cfg.model.pretrained})"
+    assert reference_label(cfg, "/tmp/champion") == "champion"
