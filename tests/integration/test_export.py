@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,14 +15,6 @@ from seppo_lib.export import export_model
 from seppo_lib.models import load_model
 from seppo_lib.world_pipeline import WorldPipeline
 from tests.tiny_clip import tiny_vocab
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def build_tiny_sd(dest: Path) -> Path:
