@@ -157,7 +157,9 @@ def test_bad_input_gives_one_line_errors(runs: dict[str, Any], tmp_path: Path) -
 
 
 @pytest.mark.servers
-def test_register_against_a_tracking_server(runs: dict[str, Any], mlflow_server: MlflowServer, tmp_path: Path) -> None:
+def test_register_against_a_tracking_server(
+    runs: dict[str, Any], mlflow_server: MlflowServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     model = f"seppo-{uuid.uuid4().hex[:8]}"
     cfg = _cfg(runs, "a", model, f"tracking.experiment=register-{model}", uri=mlflow_server.url)
     result = register.run(cfg, f"bank:{runs['a']}", _evaluation(tmp_path / "eval", 0.6, 0.3, cfg.model.pretrained))
@@ -168,14 +170,10 @@ def test_register_against_a_tracking_server(runs: dict[str, Any], mlflow_server:
     assert _aliases(client, model) == {"champion": "1", "challenger": "1"}
     dest = download(f"models:/{model}@champion", tmp_path / "dl", tracking_uri=mlflow_server.url)
     assert (pipeline_dir(dest) / WEIGHTS).read_bytes() == _bank_weights(cfg, runs["a"])
-    before = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
-    mlflow.set_tracking_uri(mlflow_server.url)
-    mlflow.set_registry_uri(mlflow_server.url)
-    try:
-        pyfunc = mlflow.pyfunc.load_model(f"models:/{model}@champion")
-    finally:
-        mlflow.set_tracking_uri(before[0])
-        mlflow.set_registry_uri(before[1])
+    # as a user would: the environment names the server (mlflow.set_*_uri would leak into later tests)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.url)
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", mlflow_server.url)
+    pyfunc = mlflow.pyfunc.load_model(f"models:/{model}@champion")
     out = pyfunc.predict(pd.DataFrame({"prompt": ["a red circle", "a blue square"], "seed": [0, 1]}), params={"num_inference_steps": 2})
     images = [Image.open(io.BytesIO(base64.b64decode(b64))) for b64 in out["image"]]
     assert [(i.format, i.size) for i in images] == [("PNG", (8, 8))] * 2  # the tiny model's sample size
