@@ -56,7 +56,7 @@ class DiffusionPyfunc(mlflow.pyfunc.PythonModel):
         import torch
         from diffusers import DDIMScheduler, DiffusionPipeline
 
-        pipe = DiffusionPipeline.from_pretrained(context.artifacts[PIPELINE_ARTIFACT], trust_remote_code=True)
+        pipe = DiffusionPipeline.from_pretrained(context.artifacts[PIPELINE_ARTIFACT], trust_remote_code=True, use_safetensors=True)
         pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
         pipe.set_progress_bar_config(disable=True)
         self.pipe = pipe.to("cuda" if torch.cuda.is_available() else "cpu")

@@ -152,7 +152,7 @@ def text_model(unet: torch.nn.Module, scheduler) -> DiffusionModel:  # type: ign
     """The model being trained with its frozen MiniLM encoder, as the library loads it."""
     from transformers import AutoModel, AutoTokenizer
 
-    encoder = AutoModel.from_pretrained(minilm_path()).requires_grad_(False).eval()
+    encoder = AutoModel.from_pretrained(minilm_path(), use_safetensors=True).requires_grad_(False).eval()
     return DiffusionModel(unet, scheduler, encoder, AutoTokenizer.from_pretrained(minilm_path()), None, source="pretrain")
 
 
