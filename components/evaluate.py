@@ -1,10 +1,13 @@
 """Component evaluate -> seppo_lib.steps.evaluate.run.
 
-Returns gate_passes as the component's single output parameter (`Output`): kfp.local 2.17
-cannot resolve a named (NamedTuple) output inside a dsl.If condition, a plain return can.
+Returns gate_passes as the component's output parameter (`Output`, shown with the run); the
+register step that always follows reads the decision's inputs from the report's metrics.json.
+The step logs the same metrics, the gate and the report folder to MLflow itself.
+`report_md` (Markdown) and `report_html` (HTML, self-contained) are the run report
+(`seppo_lib.evaluation.run_report`), which the KFP UI renders with the task.
 """
 
-from kfp.dsl import Artifact, Input, Metrics, Model, Output
+from kfp.dsl import HTML, Artifact, Input, Markdown, Metrics, Model, Output
 
 from components._common import seppo_component
 
@@ -16,18 +19,25 @@ def evaluate(
     kfp_run_id: str,
     metrics: Output[Metrics],
     report: Output[Artifact],
+    report_md: Output[Markdown],
+    report_html: Output[HTML],
 ) -> bool:
     """Sample and score the candidate against the registry champion (else the base model); True if the gate passes."""
     import hashlib
     import json
     import os
+    import shutil
     import tempfile
 
     from seppo_lib.config import SeppoConfig
+    from seppo_lib.evaluation.run_report import REPORT_HTML, REPORT_MD
     from seppo_lib.steps import evaluate as step
+    from seppo_lib.tracking.evaluation import evaluation_metrics
 
     os.environ.setdefault("KFP_RUN_ID", kfp_run_id)
-    cfg = SeppoConfig.from_json(config_json)
+    from seppo_lib.identity import bind
+
+    cfg = bind(SeppoConfig.from_json(config_json), model.path)  # the run's resolved inputs (train_round wrote them)
     with open(os.path.join(model.path, "checkpoint.json")) as f:
         pointer = json.load(f)
     champion, champion_ref = None, None
@@ -45,13 +55,10 @@ def evaluate(
             except RegistryError:
                 champion, champion_ref = None, None  # nothing registered yet: the base model
         result = step.run(cfg, f"bank:{pointer['checkpoint']}", report.path, champion=champion)
-    for scorer, summary in result["scorers"].items():
-        metrics.log_metric(f"{scorer}_candidate_mean", float(summary["candidate"]["mean"]))
-        metrics.log_metric(f"{scorer}_champion_mean", float(summary["champion"]["mean"]))
-        metrics.log_metric(f"{scorer}_win_rate", float(summary["win_rate"]["rate"]))
-    for name, values in (result.get("set_metrics") or {}).items():  # video: fvd / fid, set-level
-        metrics.log_metric(f"{name}_candidate", float(values["candidate"]))
-        metrics.log_metric(f"{name}_champion", float(values["champion"]))
+    for key, value in evaluation_metrics(result).items():  # means, CIs, win rates, set-level fvd / fid (video)
+        metrics.log_metric(key, value)
+    for name, rendered in ((REPORT_MD, report_md), (REPORT_HTML, report_html)):  # the run report, for the KFP UI
+        shutil.copyfile(os.path.join(report.path, name), rendered.path)
     gate = result["gate"]
     with open(os.path.join(report.path, "metrics.json"), "rb") as f:
         metrics_md5 = hashlib.md5(f.read()).hexdigest()

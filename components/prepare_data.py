@@ -1,4 +1,9 @@
-"""Component prepare_data -> seppo_lib.steps.prepare_data.run."""
+"""Component prepare_data -> seppo_lib.steps.prepare_data.run.
+
+In the pipeline `config_json` is resolve_inputs' resolved config and `kfp_run_id` is left at its
+default, so KFP's cache key is the pinned data SHA and base model version (plus the rest of the
+config), never a branch name or a run id: a cached dataset is reused only for the same inputs.
+"""
 
 from kfp.dsl import Dataset, Output
 
@@ -6,15 +11,16 @@ from components._common import seppo_component
 
 
 @seppo_component
-def prepare_data(config_json: str, kfp_run_id: str, dataset: Output[Dataset]) -> None:
-    """Validate every source row, write latent + text-embedding shards to `dataset`, commit θ_0."""
+def prepare_data(config_json: str, dataset: Output[Dataset], kfp_run_id: str = "") -> None:
+    """Validate every source row, write latent + text-embedding shards and the resolved config to `dataset`, commit θ_0."""
     import os
 
     from seppo_lib.config import SeppoConfig
     from seppo_lib.steps import prepare_data as step
 
-    os.environ.setdefault("KFP_RUN_ID", kfp_run_id)
-    cfg = SeppoConfig.from_json(config_json)
+    if kfp_run_id:
+        os.environ.setdefault("KFP_RUN_ID", kfp_run_id)
+    cfg = SeppoConfig.from_json(config_json)  # resolved (an unresolved config is resolved by the step)
     meta = step.run(cfg, dataset.path)
     report = meta["report"]
     dataset.metadata.update({
@@ -28,6 +34,6 @@ def prepare_data(config_json: str, kfp_run_id: str, dataset: Output[Dataset]) ->
         "output_md5": meta["output_md5"],
         "dvc_rev": meta.get("dvc_rev") or "",
         "config_hash": meta["config_hash"],
-        "run_id": cfg.run_id,
         "bank_uri": meta["bank_uri"],
+        **{key.removeprefix("seppo."): value for key, value in meta["identity"].items()},  # run_id, data_version, ...
     })

@@ -1,4 +1,4 @@
-"""Component register -> seppo_lib.steps.register.run (runs only when the evaluation gate passed)."""
+"""Component register -> seppo_lib.steps.register.run (after every evaluation: challenger, or champion when the gate passes)."""
 
 from kfp.dsl import Artifact, Input, Model, Output
 
@@ -13,7 +13,7 @@ def register(
     kfp_run_id: str,
     registration: Output[Artifact],
 ) -> None:
-    """Register the exported candidate in the MLflow registry with lineage tags; aliases per the gate."""
+    """Register the exported candidate in the MLflow registry with lineage tags; aliases per the gate; ends the MLflow parent run."""
     import json
     import os
 
@@ -21,7 +21,9 @@ def register(
     from seppo_lib.steps import register as step
 
     os.environ.setdefault("KFP_RUN_ID", kfp_run_id)
-    cfg = SeppoConfig.from_json(config_json)
+    from seppo_lib.identity import bind
+
+    cfg = bind(SeppoConfig.from_json(config_json), model.path)  # the run's resolved inputs (train_round wrote them)
     with open(os.path.join(model.path, "checkpoint.json")) as f:
         pointer = json.load(f)
     result = step.run(cfg, f"bank:{pointer['checkpoint']}", report.path)

@@ -17,9 +17,10 @@ def sample_reference(
     """Round k's reference latents for this shard's slots, from checkpoints drawn from the bank."""
     from seppo_lib.config import SeppoConfig
     from seppo_lib.data.prepare import dir_md5
+    from seppo_lib.identity import bind
     from seppo_lib.steps import sample_reference as step
 
-    cfg = SeppoConfig.from_json(config_json)
+    cfg = bind(SeppoConfig.from_json(config_json), dataset.path)  # the run's resolved inputs, never re-resolved
     meta = step.run(cfg, dataset.path, round_idx, references.path, shard, n_shards)
     references.metadata.update({
         "round": round_idx,

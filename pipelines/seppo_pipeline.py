@@ -1,13 +1,21 @@
 """The seppo Kubeflow pipeline: wiring only.
 
-validate_config -> prepare_data -> round k = 1..K: ParallelFor(shards) sample_reference,
-gathered with dsl.Collected into train_round k -> evaluate -> dsl.If(gate passes) register.
+validate_config -> resolve_inputs -> prepare_data -> round k = 1..K: ParallelFor(shards) sample_reference,
+gathered with dsl.Collected into train_round k -> evaluate -> register (every evaluated candidate:
+challenger, and champion when the gate passes; left out with tracking.enabled=false, the registry
+being MLflow's).
 
 `build_pipeline(config_json)` takes the resolved config JSON (`SeppoConfig.to_json()`) and
 unrolls the K rounds and the shard fan-out at compile time; methods without reference
-samples (sft, dpo) get no sampling tasks. The config is also the pipeline's one run
-parameter `config_json` (default: the compiled config), so a run or recurring run may change
-any value except the compiled shape, which validate_config checks.
+samples (sft, dpo) get no sampling tasks. The config is also the pipeline's run parameter
+`config_json` (default: the compiled config), so a run or recurring run may change any value
+except the compiled shape, which validate_config checks. Two more string parameters are set at
+submit time: `data_rev` (a DVC branch, tag or SHA; "" = data.dvc_rev) and `base_model` (e.g.
+`models:/NAME@champion`; "" = model.pretrained). resolve_inputs (never cached) pins both, and
+prepare_data takes its resolved config as its one parameter: prepare_data's cache key is the
+resolved commit SHA and base model version, never a branch name. Every later step binds to the
+resolved config the dataset (and model) artifact carries, so a branch or champion moving
+mid-run does not change the run.
 
 Compile: `python pipelines/seppo_pipeline.py --config tiny --out pipeline.yaml`
 (or `seppo pipeline compile`). Module level imports: standard library and kfp only.
@@ -34,6 +42,7 @@ from components import (  # noqa: E402
     train_round,
     validate_config,
 )
+from components.resolve_inputs import resolve_inputs  # noqa: E402
 
 PIPELINE_NAME = "seppo"
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -60,6 +69,7 @@ class Resources:
 
 RESOURCES = {
     "validate": Resources("250m", "1Gi", cpu_limit="1"),
+    "resolve": Resources("500m", "2Gi", cpu_limit="2"),  # git (DVC revision -> SHA), the registry, a model's hash
     "prepare": Resources("4", "32Gi", gpus=1, cpu_limit="8"),  # the VAE and text encoder run once over the data
     "sample": Resources("4", "32Gi", gpus=1, cpu_limit="8"),
     "train": Resources("8", "64Gi", gpus=1, cpu_limit="16"),  # gpus = train.num_processes
@@ -77,11 +87,6 @@ def pipeline_shape(config: dict[str, Any]) -> dict[str, Any]:
         "num_processes": config["train"]["num_processes"],
         "registers": config["tracking"]["enabled"],  # the model registry is MLflow's
     }
-
-
-def data_is_pinned(config: dict[str, Any]) -> bool:
-    """A DVC revision or the built-in world: the same config always yields the same dataset."""
-    return bool(config["data"].get("dvc_rev")) or config["data"]["source"] == "builtin:world"
 
 
 def _resources(task: dsl.PipelineTask, res: Resources, gpus: int | None = None) -> None:
@@ -131,7 +136,6 @@ def build_pipeline(
     shape = pipeline_shape(config)
     rounds, n_shards = shape["n_rounds"], shape["n_shards"]
     expected_shape = json.dumps(shape, sort_keys=True)
-    cache_prepare = data_is_pinned(config)
     job_id = dsl.PIPELINE_JOB_ID_PLACEHOLDER
 
     class Outputs(NamedTuple):
@@ -144,14 +148,17 @@ def build_pipeline(
         description=f"SePPO on config {config['name']!r}: {rounds} round(s), {n_shards} sampling shard(s), method "
         f"{config['train']['method']}",
     )
-    def seppo(config_json: str = config_json) -> Outputs:  # type: ignore[valid-type]
+    def seppo(config_json: str = config_json, data_rev: str = "", base_model: str = "") -> Outputs:  # type: ignore[valid-type]
         # Every step reads the pipeline parameter config_json itself, not validate_config's output:
         # kfp.local 2.17 replaces task-output parameters entering a ParallelFor with the loop item.
         cfg = config_json
         check = validate_config(config_json=cfg, expected_shape=expected_shape, shared_storage=not local)
         _task(check, "validate config", RESOURCES["validate"], image=image, cache=True, secrets=False)
-        data = prepare_data(config_json=cfg, kfp_run_id=job_id).after(check)
-        _task(data, "prepare data", RESOURCES["prepare"], image=image, cache=cache_prepare)
+        inputs = resolve_inputs(config_json=cfg, data_rev=data_rev, base_model=base_model).after(check)
+        _task(inputs, "resolve inputs", RESOURCES["resolve"], image=image, cache=False)
+        # no kfp_run_id: the cache key is the resolved config (pinned data SHA + base model version)
+        data = prepare_data(config_json=inputs.outputs["resolved_config"])
+        _task(data, "prepare data", RESOURCES["prepare"], image=image, cache=True)
         dataset = data.outputs["dataset"]
         previous = None
         for k in range(1, rounds + 1):
@@ -173,10 +180,9 @@ def build_pipeline(
         model = previous.outputs["model"]
         scored = evaluate(config_json=cfg, model=model, kfp_run_id=job_id)
         _task(scored, "evaluate", RESOURCES["evaluate"], image=image, cache=False)
-        if shape["registers"]:
-            with dsl.If(scored.outputs["Output"] == True, name="gate-passes"):  # noqa: E712 - a pipeline condition
-                reg = register(config_json=cfg, model=model, report=scored.outputs["report"], kfp_run_id=job_id)
-                _task(reg, "register", RESOURCES["register"], image=image, cache=False)
+        if shape["registers"]:  # always after evaluate: the gate decides the alias, not whether to register
+            reg = register(config_json=cfg, model=model, report=scored.outputs["report"], kfp_run_id=job_id)
+            _task(reg, "register", RESOURCES["register"], image=image, cache=False)
         return Outputs(model=model, metrics=scored.outputs["metrics"], report=scored.outputs["report"])
 
     return seppo
@@ -193,16 +199,18 @@ def compile_pipeline(config_json: str, out: str | Path, *, image: str = IMAGE) -
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
+    from seppo_lib.cli.common import add_output_arg  # argparse only
+
     parser = argparse.ArgumentParser(description="Compile the seppo pipeline to KFP IR YAML.")
     parser.add_argument("--config", "-c", default=None, help="preset name or YAML file (default: built-in defaults)")
-    parser.add_argument("--out", "-o", default="pipeline.yaml", help="output YAML (default pipeline.yaml)")
+    add_output_arg(parser, "output YAML (default pipeline.yaml)", metavar="FILE")
     parser.add_argument("--image", default=IMAGE, help=f"component image (default {IMAGE})")
     parser.add_argument("overrides", nargs="*", metavar="a.b=value", help="config overrides")
     args = parser.parse_args(argv)
     from seppo_lib.config import load_config  # pydantic only; never torch
 
     cfg = load_config(args.config, args.overrides)
-    print(compile_pipeline(cfg.to_json(), args.out, image=args.image))
+    print(compile_pipeline(cfg.to_json(), args.out or "pipeline.yaml", image=args.image))
     return 0
 
 

@@ -21,7 +21,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -107,19 +106,21 @@ def _frozen_parts(base: Path, tmp: Path, link: bool) -> None:
 def export_model(
     checkpoint_dir: str | Path, base_model: str, dest: str | Path, cache_dir: str | Path,
     lineage: dict[str, str] | None = None, *, max_caption_tokens: int = 77, link: bool = False,
+    tracking_uri: str | None = None,
 ) -> Path:  # fmt: skip
     """Write the diffusers pipeline folder `dest`: `checkpoint_dir`'s unet/ + the base model's frozen parts.
 
     `checkpoint_dir` is a bank checkpoint or any model folder with a unet/ (e.g. the base model
     itself); lineage.json records `base_model` and `lineage`. `link=True` symlinks the frozen
-    files instead of copying them (for exports that serve as a local cache).
+    files instead of copying them (for exports that serve as a local cache). `tracking_uri`: the
+    registry of a `models:/` base model.
     """
     checkpoint_dir, dest = Path(checkpoint_dir), Path(dest)
     if not (checkpoint_dir / "unet" / "config.json").is_file():
         raise CheckpointError(f"{checkpoint_dir} has no unet/ checkpoint to export")
     if not any((checkpoint_dir / "unet").glob("*.safetensors")):
         raise CheckpointError(f"{checkpoint_dir}/unet has no safetensors weights; re-save it with safe_serialization=True")
-    base = resolve_model_dir(base_model, cache_dir)
+    base = resolve_model_dir(base_model, cache_dir, tracking_uri)
     tmp = dest.with_name(dest.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -137,59 +138,61 @@ def export_model(
 
 
 def _bank_checkpoint(cfg, ckpt_id: str) -> tuple[Path, dict[str, str]]:  # type: ignore[no-untyped-def]
-    """The fetched checkpoint folder of this run's bank and the lineage its export records."""
+    """The fetched checkpoint folder of this run's bank (cfg resolved) and the lineage its export records."""
     from seppo_lib.steps.common import open_bank
 
     bank = open_bank(cfg)
-    return bank.fetch(ckpt_id), {"bank_uri": bank.uri, "checkpoint": ckpt_id, "config_hash": cfg.config_hash()}
+    r = cfg.resolved
+    return bank.fetch(ckpt_id), {"bank_uri": bank.uri, "checkpoint": ckpt_id, "config_hash": cfg.config_hash(),
+                                 "run_id": cfg.run_id, "data_version": r.data_version, "base_model_version": r.base_model}  # fmt: skip
+
+
+def registry_uri(cfg, uri: str) -> str | None:  # type: ignore[no-untyped-def]
+    """The tracking URI a `models:/` URI is read from (None for every other URI)."""
+    from seppo_lib.tracking.mlflow_env import resolve_tracking_uri
+
+    return resolve_tracking_uri(cfg) if uri.startswith("models:/") else None
 
 
 def resolve_model_uri(cfg, uri: str) -> Path:  # type: ignore[no-untyped-def]
     """A loadable model folder for `uri`: `bank:<ckpt_id>` (a checkpoint of this run's bank,
-    exported on its base model under <run dir>/exports, frozen parts linked), or anything `load_model` accepts."""
+    exported on its base model under <run dir>/exports, frozen parts linked), or anything
+    `resolve_model_dir` accepts (`models:/` through the config's tracking URI)."""
+    from seppo_lib.identity import resolve
     from seppo_lib.steps.common import run_dir
 
     if uri.startswith("bank:"):
+        cfg = resolve(cfg)
         ckpt_id = uri[len("bank:"):]
         dest = run_dir(cfg) / "exports" / ckpt_id
         if not (dest / "model_index.json").is_file():
             ckpt_dir, lineage = _bank_checkpoint(cfg, ckpt_id)
             export_model(ckpt_dir, cfg.model.pretrained, dest, cfg.bank.cache_dir, lineage,
-                         max_caption_tokens=cfg.data.max_caption_tokens, link=True)  # fmt: skip
+                         max_caption_tokens=cfg.data.max_caption_tokens, link=True,
+                         tracking_uri=registry_uri(cfg, cfg.model.pretrained))  # fmt: skip
         return dest
-    return resolve_model_dir(uri, cfg.bank.cache_dir)
+    return resolve_model_dir(uri, cfg.bank.cache_dir, registry_uri(cfg, uri))
 
 
 def export_uri(cfg, uri: str, out: str | Path) -> Path:  # type: ignore[no-untyped-def]
     """`seppo export`: write the diffusers folder of `uri` to `out` (absent or empty), every file copied.
 
-    `uri`: `bank:<ckpt_id>` (on `model.pretrained`), `models:/NAME@ALIAS` / `models:/NAME/VERSION`
-    (the registered version's diffusers folder, from the MLflow registry at the tracking URI), or
+    `uri`: `bank:<ckpt_id>` (on the run's resolved base model), `models:/NAME@ALIAS` / `models:/NAME/VERSION`
+    (the registered version's diffusers folder, from the MLflow registry at the tracking URI, cached), or
     a model `load_model` accepts (a folder, s3://, `builtin:world-base`, ...).
     """
+    from seppo_lib.identity import resolve
+
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ModelError(f"export destination {out} exists and is not an empty folder; choose a new path")
     if uri.startswith("models:/"):
-        return _registered(cfg, uri, out)
+        shutil.copytree(resolve_model_uri(cfg, uri), out, symlinks=False, dirs_exist_ok=True)
+        return out
     if uri.startswith("bank:"):
+        cfg = resolve(cfg)
         source, lineage, base = *_bank_checkpoint(cfg, uri[len("bank:"):]), cfg.model.pretrained
     else:
         source, lineage, base = resolve_model_dir(uri, cfg.bank.cache_dir), {}, uri
-    return export_model(source, base, out, cfg.bank.cache_dir, lineage, max_caption_tokens=cfg.data.max_caption_tokens)
-
-
-def _registered(cfg, uri: str, out: Path) -> Path:  # type: ignore[no-untyped-def]
-    from seppo_lib.pyfunc_model import pipeline_dir
-    from seppo_lib.registry import download
-    from seppo_lib.tracking.mlflow_env import resolve_tracking_uri
-
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".download-", dir=out.parent) as tmp:
-        model = download(uri, Path(tmp) / "model", tracking_uri=resolve_tracking_uri(cfg))
-        if not (model / "MLmodel").is_file():
-            raise ModelError(f"{uri} is not an MLflow model (registered before versions were pyfunc models); export its bank checkpoint")
-        if out.exists():
-            out.rmdir()
-        shutil.move(pipeline_dir(model), out)
-    return out
+    return export_model(source, base, out, cfg.bank.cache_dir, lineage, max_caption_tokens=cfg.data.max_caption_tokens,
+                        tracking_uri=registry_uri(cfg, base))  # fmt: skip

@@ -1,6 +1,8 @@
 """Model loading: a diffusers-format folder -> UNet, noise scheduler, text encoder, tokenizer, VAE.
 
-Layout of a model folder (local path, s3:// URI or `builtin:<name>`):
+Layout of a model folder (local path, s3:// URI, `builtin:<name>`, or a registry version
+`models:/NAME@ALIAS` / `models:/NAME/VERSION`, downloaded once per name and version into the
+cache; `resolve_model_dir` is the one place a model URI becomes a folder):
 
     unet/            UNet2DConditionModel | UNet3DConditionModel | UNetMotionModel
     scheduler/       the training noise scheduler (DDPM-style config)
@@ -19,8 +21,10 @@ frame by frame.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -177,8 +181,6 @@ def with_motion_adapter(folder: Path, cache_dir: str | Path) -> Path:
         return folder
     if json.loads(unet_cfg.read_text()).get("_class_name") != "UNet2DConditionModel":
         return folder
-    import hashlib
-
     from diffusers import MotionAdapter, UNetMotionModel
 
     dest = Path(cache_dir) / "models" / f"animatediff-linear-{hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:16]}"
@@ -202,8 +204,66 @@ def with_motion_adapter(folder: Path, cache_dir: str | Path) -> Path:
     return dest
 
 
-def resolve_model_dir(uri: str, cache_dir: str | Path) -> Path:
-    """A local folder for a model URI (downloads s3://, builds builtin:tiny-random, joins a motion adapter)."""
+REGISTRY_PREFIX = "models:/"
+
+
+def tiny_variant(uri: str) -> str:
+    """'builtin:tiny-random[:variant]' -> the variant (default pixel); ModelError for an unknown one."""
+    from seppo_lib.tiny import VARIANTS  # tiny imports this module
+
+    variant = uri.split(":", 2)[2] if uri.count(":") == 2 else "pixel"
+    if uri.split(":")[:2] != ["builtin", "tiny-random"] or uri.count(":") > 2 or variant not in VARIANTS:
+        raise ModelError(f"unknown built-in model {uri!r}; known: builtin:world-base, builtin:world-video-base, "
+                         f"builtin:tiny-random[:{'|'.join(VARIANTS)}]")  # fmt: skip
+    return variant
+
+
+def pin_registry_uri(uri: str, tracking_uri: str) -> str:
+    """`models:/NAME@ALIAS` or `models:/NAME/VERSION` -> `models:/NAME/<version number>` as the registry
+    at `tracking_uri` has it now; a missing model, alias or version raises one RegistryError naming it."""
+    from seppo_lib.registry import RegistryError, list_versions, parse_model_uri
+
+    name, alias, version = parse_model_uri(uri)
+    versions = list_versions(name, tracking_uri=tracking_uri)
+    known = ", ".join(f"v{v['version']}" + (f" ({'/'.join(v['aliases'])})" if v["aliases"] else "") for v in versions)
+    if alias is not None:
+        version = next((v["version"] for v in versions if alias in v["aliases"]), None)
+        if version is None:
+            raise RegistryError(f"model {name!r} has no alias {alias!r} at {tracking_uri} (versions: {known or 'none'}); "
+                                f"see `seppo registry ls {name}`")  # fmt: skip
+    elif not any(v["version"] == version for v in versions):
+        raise RegistryError(f"model {name!r} has no version {version} at {tracking_uri} (versions: {known or 'none'})")
+    return f"{REGISTRY_PREFIX}{name}/{version}"
+
+
+def _registered_model_dir(uri: str, cache_dir: str | Path, tracking_uri: str | None) -> Path:
+    """The diffusers folder of a registry version, downloaded once into <cache>/registry/<server>/<name>/<version>."""
+    from seppo_lib.pyfunc_model import model_folder
+    from seppo_lib.registry import RegistryError, download, parse_model_uri
+
+    tracking_uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if not tracking_uri:
+        raise ModelError(f"{uri} is a registry model but no tracking URI is known; set tracking.mlflow_uri or MLFLOW_TRACKING_URI")
+    name, alias, version = parse_model_uri(uri)
+    server = hashlib.sha256(tracking_uri.encode()).hexdigest()[:12]
+    if alias is not None or not (Path(cache_dir) / "registry" / server / name / str(version)).is_dir():
+        name, _, version = parse_model_uri(pin_registry_uri(uri, tracking_uri))  # a version never changes: cached = done
+    dest = Path(cache_dir) / "registry" / server / name / str(version)
+    if not dest.is_dir() or not any(dest.iterdir()):
+        try:
+            download(f"{REGISTRY_PREFIX}{name}/{version}", dest, tracking_uri=tracking_uri)
+        except (RegistryError, OSError):
+            if not dest.is_dir() or not any(dest.iterdir()):
+                raise
+            # another process finished the same download first
+    return with_motion_adapter(model_folder(dest), cache_dir)
+
+
+def resolve_model_dir(uri: str, cache_dir: str | Path, tracking_uri: str | None = None) -> Path:
+    """A local folder for a model URI (downloads s3:// and models:/ registry versions, builds
+    builtin:tiny-random, joins a motion adapter). `tracking_uri`: the registry's (default env MLFLOW_TRACKING_URI)."""
+    if uri.startswith(REGISTRY_PREFIX):
+        return _registered_model_dir(uri, cache_dir, tracking_uri)
     if uri == "builtin:world-base":
         if not (BUILTIN_WORLD_BASE / "unet").is_dir():
             raise ModelError("the built-in world base model is missing; run `seppo world pretrain`")
@@ -218,7 +278,7 @@ def resolve_model_dir(uri: str, cache_dir: str | Path) -> Path:
     if uri.startswith("builtin:tiny-random"):
         from seppo_lib.tiny import build_tiny_model
 
-        variant = uri.split(":", 2)[2] if uri.count(":") == 2 else "pixel"
+        variant = tiny_variant(uri)
         dest = Path(cache_dir) / f"tiny-random-{variant}"
         if not (dest / "unet" / "config.json").is_file():
             build_tiny_model(dest, variant=variant)
@@ -237,15 +297,20 @@ def resolve_model_dir(uri: str, cache_dir: str | Path) -> Path:
         return with_motion_adapter(dest, cache_dir)
     path = Path(uri.removeprefix("file://")).expanduser()
     if not (path / "unet").is_dir() or not (path / "scheduler").is_dir():
-        raise ModelError(f"{uri} is not a diffusers model folder (needs unet/ and scheduler/)")
+        raise ModelError(
+            f"{uri} is not a diffusers model folder (needs unet/ and scheduler/); "
+            "use a model folder, s3://..., models:/NAME@ALIAS, models:/NAME/VERSION or builtin:<name>"
+        )
     return with_motion_adapter(path, cache_dir)
 
 
-def load_model(uri: str, cache_dir: str | Path, *, with_text: bool = True, with_vae: bool = True) -> DiffusionModel:
-    """Load a model folder. Text encoder and VAE are frozen (eval, no grad)."""
+def load_model(
+    uri: str, cache_dir: str | Path, *, with_text: bool = True, with_vae: bool = True, tracking_uri: str | None = None
+) -> DiffusionModel:
+    """Load a model folder (any URI `resolve_model_dir` takes). Text encoder and VAE are frozen (eval, no grad)."""
     from diffusers import AutoencoderKL, DDPMScheduler
 
-    folder = resolve_model_dir(uri, cache_dir)
+    folder = resolve_model_dir(uri, cache_dir, tracking_uri)
     unet = load_unet(folder / "unet")
     noise_scheduler = DDPMScheduler.from_pretrained(folder / "scheduler")
     meta = json.loads((folder / "seppo_model.json").read_text()) if (folder / "seppo_model.json").is_file() else {}

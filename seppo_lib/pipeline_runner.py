@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import re
-import subprocess
 import sys
 import tempfile
 import urllib.error
@@ -28,6 +27,7 @@ from typing import Any
 from seppo_lib import __version__
 from seppo_lib.config import ConfigError, SeppoConfig
 from seppo_lib.errors import SeppoError
+from seppo_lib.pipeline_versions import PipelineVersion, git_sha, set_caching, upload_version
 
 logger = logging.getLogger(__name__)
 
@@ -69,20 +69,20 @@ def compile_package(cfg: SeppoConfig, out: str | Path | None = None, image: str 
     return module.compile_pipeline(cfg.to_json(), Path(out) if out else Path(package_name(cfg)), image=image or module.IMAGE)
 
 
-def _package_for_upload(cfg: SeppoConfig, keep: str | Path | None, image: str | None) -> Path:
-    """The compiled YAML at `keep`, or in a fresh temporary directory."""
-    return compile_package(cfg, keep or Path(tempfile.mkdtemp(prefix="seppo-kfp-")) / package_name(cfg), image)
+def check_for_cluster(cfg: SeppoConfig, *, shared_storage: bool = True) -> None:
+    """validate_config's checks, run here before anything is compiled or sent; a bad config fails with the
+    step's one-line ConfigError. shared_storage: the cluster's rules (a remote bank and MLflow server)."""
+    from seppo_lib.steps import validate_config
+
+    validate_config.run(cfg.to_json(), shared_storage=shared_storage)
 
 
-def git_sha() -> str | None:
-    """Short SHA of the code: env SEPPO_GIT_SHA (set in the image), else `git rev-parse --short HEAD`."""
-    if os.environ.get("SEPPO_GIT_SHA"):
-        return os.environ["SEPPO_GIT_SHA"][:7]
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=SOURCE_ROOT, capture_output=True, text=True, timeout=5)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return (out.stdout.strip() or None) if out.returncode == 0 else None
+def _package_for_upload(cfg: SeppoConfig, keep: str | Path | None, image: str | None, enable_caching: bool | None = None) -> Path:
+    """The compiled YAML at `keep`, or in a fresh temporary directory; `enable_caching` overrides every task's."""
+    path = compile_package(cfg, keep or Path(tempfile.mkdtemp(prefix="seppo-kfp-")) / package_name(cfg), image)
+    if enable_caching is not None:
+        set_caching(path, enable_caching)
+    return path
 
 
 def run_name(cfg: SeppoConfig) -> str:
@@ -147,39 +147,69 @@ class Submitted:
     run_id: str
     run_name: str
     package: Path
+    version: PipelineVersion
+
+
+@dataclass
+class Scheduled:
+    recurring_run_id: str
+    name: str
+    package: Path
+    version: PipelineVersion
+
+
+def run_parameters(cfg: SeppoConfig, data_rev: str = "", base_model: str = "") -> dict[str, str]:
+    """The pipeline's run parameters: the config, and the data revision / base model resolved inside the run."""
+    from seppo_lib.identity import check_parameters
+
+    check_parameters(cfg, data_rev)
+    return {"config_json": cfg.to_json(), "data_rev": data_rev, "base_model": base_model}
 
 
 def submit(cfg: SeppoConfig, *, host: str | None = None, experiment: str = "seppo", namespace: str | None = None,
            service_account: str | None = DEFAULT_SERVICE_ACCOUNT, image: str | None = None,
-           enable_caching: bool | None = None, package: str | Path | None = None) -> Submitted:  # fmt: skip
-    """Compile for this config and start one run on the KFP cluster at `host` (or env KFP_HOST)."""
+           enable_caching: bool | None = None, package: str | Path | None = None,
+           data_rev: str = "", base_model: str = "") -> Submitted:  # fmt: skip
+    """Validate with the cluster's rules, upload (or reuse) the config's pipeline version and start one run of
+    it on the KFP cluster at `host` (or env KFP_HOST). `data_rev` / `base_model`: the run's pipeline
+    parameters ("" = the config's data.dvc_rev / model.pretrained), resolved inside the run."""
+    check_for_cluster(cfg)
     client = kfp_client(host, namespace)
-    path = _package_for_upload(cfg, package, image)
+    path = _package_for_upload(cfg, package, image, enable_caching)
     name = run_name(cfg)
     with kfp_errors(kfp_host(host)):
-        result = client.create_run_from_pipeline_package(
-            str(path), arguments={"config_json": cfg.to_json()}, run_name=name, experiment_name=experiment,
-            namespace=namespace, enable_caching=enable_caching, service_account=service_account or None,
+        version = upload_version(client, cfg, path, namespace, enable_caching)
+        exp = client.create_experiment(name=experiment, namespace=namespace)
+        result = client.run_pipeline(
+            experiment_id=exp.experiment_id, job_name=name, params=run_parameters(cfg, data_rev, base_model),
+            pipeline_id=version.pipeline_id, version_id=version.version_id, service_account=service_account or None,
         )  # fmt: skip
-    return Submitted(result.run_id, name, path)
+    return Submitted(result.run_id, name, path, version)
 
 
 def schedule(cfg: SeppoConfig, cron: str, *, host: str | None = None, experiment: str = "seppo", job_name: str | None = None,
              namespace: str | None = None, service_account: str | None = DEFAULT_SERVICE_ACCOUNT, image: str | None = None,
-             start_time: str | None = None, package: str | Path | None = None) -> tuple[str, str, Path]:  # fmt: skip
-    """Create a KFP recurring run: one run at a time, no backfill of missed runs. Returns (id, name, package)."""
+             start_time: str | None = None, package: str | Path | None = None,
+             data_rev: str = "", base_model: str = "") -> Scheduled:  # fmt: skip
+    """Validate with the cluster's rules, upload (or reuse) the config's pipeline version and create a KFP
+    recurring run of it: one run at a time, no backfill of missed runs. KFP freezes a recurring run's
+    parameters, so pass `data_rev` as a branch and `base_model` as `models:/NAME@champion`: each run
+    resolves them anew (the latest data, the current champion)."""
     cron = validate_cron(cron)
+    check_for_cluster(cfg)
     client = kfp_client(host, namespace)
     path = _package_for_upload(cfg, package, image)
     name = job_name or f"seppo-{cfg.name}-{cfg.config_hash()[:10]}"
     with kfp_errors(kfp_host(host)):
+        version = upload_version(client, cfg, path, namespace)
         exp = client.create_experiment(name=experiment, namespace=namespace)
         job = client.create_recurring_run(
             experiment_id=exp.experiment_id, job_name=name, description=f"seppo {__version__} config {cfg.name} ({run_name(cfg)})",
             start_time=start_time, cron_expression=cron, max_concurrency=1, no_catchup=True,
-            params={"config_json": cfg.to_json()}, pipeline_package_path=str(path), service_account=service_account or None,
+            params=run_parameters(cfg, data_rev, base_model), pipeline_id=version.pipeline_id, version_id=version.version_id,
+            service_account=service_account or None,
         )  # fmt: skip
-    return job.recurring_run_id, name, path
+    return Scheduled(job.recurring_run_id, name, path, version)
 
 
 # ---- kfp.local ----------------------------------------------------------------------
@@ -217,6 +247,8 @@ class LocalRun:
     checkpoint: str
     model_pointer: Path
     report_dir: Path
+    report_md: Path  # the run report, <workdir>/<run id>/report.md (with the registration)
+    report_html: Path
     gate_passes: bool
     registration: dict[str, Any] | None
     exported_model: Path | None
@@ -235,13 +267,20 @@ def _failure(log_file: Path, err: Exception) -> PipelineError:
 def run_local(cfg: SeppoConfig, *, verbose: bool = False, shard_parallelism: int = 1) -> LocalRun:
     """Run the whole pipeline on this machine with kfp.local.SubprocessRunner (components run in this Python).
 
-    Shards run one at a time by default: on one machine they share the checkpoint cache.
+    Shards run one at a time by default: on one machine they share the checkpoint cache. The config is
+    resolved here (`seppo_lib.identity`), so the run id printed before is the one the pipeline uses.
     """
     from kfp import local
 
-    module = pipeline_module()
+    from seppo_lib.identity import resolve
+
     workdir = Path(cfg.workdir)
-    log_file = (workdir / cfg.run_id / "kfp-local.log").resolve()
+    try:
+        cfg = resolve(cfg)
+        log_file = (workdir / cfg.run_id / "kfp-local.log").resolve()
+    except SeppoError:  # e.g. a data source that does not exist: the pipeline's validate_config says so
+        log_file = (workdir / "kfp-local.log").resolve()
+    module = pipeline_module()
     log_file.parent.mkdir(parents=True, exist_ok=True)
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str((workdir / "kfp-root").resolve()))
     pipeline = module.build_pipeline(cfg.to_json(), local=True, shard_parallelism=shard_parallelism)
@@ -257,10 +296,16 @@ def run_local(cfg: SeppoConfig, *, verbose: bool = False, shard_parallelism: int
 
 
 def _collect(cfg: SeppoConfig, outputs: dict[str, Any], log_file: Path) -> LocalRun:
+    """What the tasks left, and the run report rewritten into <workdir>/<run id>/ with the registration."""
+    from seppo_lib.evaluation.run_report import write_run_report
+    from seppo_lib.steps.common import run_dir
+
     model_dir, report_dir = Path(outputs["model"].path), Path(outputs["report"].path)
     pointer = json.loads((model_dir / "checkpoint.json").read_text())
     metrics = json.loads((report_dir / "metrics.json").read_text())
     registrations = sorted(report_dir.parent.parent.glob("**/register/registration"))
+    registration = json.loads(registrations[-1].read_text()) if registrations else None
+    report_md, report_html = write_run_report(cfg, report_dir, run_dir(cfg).resolve(), registration=registration)
     exported = (Path(cfg.workdir) / cfg.run_id / "exports" / pointer["checkpoint"]).resolve()
     return LocalRun(
         run_id=cfg.run_id,
@@ -268,8 +313,10 @@ def _collect(cfg: SeppoConfig, outputs: dict[str, Any], log_file: Path) -> Local
         checkpoint=pointer["checkpoint"],
         model_pointer=model_dir / "checkpoint.json",
         report_dir=report_dir,
+        report_md=report_md,
+        report_html=report_html,
         gate_passes=bool(metrics["gate"]["passes"]),
-        registration=json.loads(registrations[-1].read_text()) if registrations else None,
+        registration=registration,
         exported_model=exported if exported.is_dir() else None,
         log_file=log_file,
     )

@@ -2,8 +2,10 @@
 
 One registered model per config name. Every registered checkpoint becomes a new version
 with the alias `challenger`; the alias `champion` moves to it only when its gate metric
-beats the current champion's by at least `min_margin` (or there is no champion). The
-decision, the metric, the margin and both scores are recorded as version tags, so the
+beats the current champion's by at least `min_margin`. With no champion yet, the first
+candidate is compared the same way with the base model's score from its evaluation (when
+given; else it becomes champion). The decision, the metric, the margin, both scores and
+what was compared are recorded as version tags, so the
 registry itself answers "why is this the champion". Versions are never deleted or
 overwritten; `rollback` moves `champion` back to the version recorded in
 `seppo.previous_champion`.
@@ -53,9 +55,10 @@ class RegistrationResult:
     reason: str
     gate_metric: str
     candidate_score: float
-    champion_score: float | None  # the score compared against (None: there was no champion)
+    champion_score: float | None  # the score compared against (None: nothing to compare with)
     previous_champion: str | None  # champion version before this registration
     champion: str | None  # champion version after it
+    compared_with: str = "nothing"  # "champion v<N>", "base model" or "nothing"
 
     @property
     def promoted(self) -> bool:
@@ -66,8 +69,10 @@ class RegistrationResult:
         return f"models:/{self.model_name}/{self.version}"
 
 
-def gate(candidate: float, champion: float | None, direction: Direction, min_margin: float) -> tuple[bool, str]:
-    """Promote when there is no champion, or the candidate is strictly better by >= min_margin.
+def gate(
+    candidate: float, champion: float | None, direction: Direction, min_margin: float, against: str = "the champion"
+) -> tuple[bool, str]:
+    """Promote when there is nothing to compare with, or the candidate is strictly better by >= min_margin.
 
     improvement = candidate - champion ("higher") or champion - candidate ("lower"); the margin
     check tolerates float rounding (0.30 - 0.25 meets a 0.05 margin).
@@ -81,8 +86,8 @@ def gate(candidate: float, champion: float | None, direction: Direction, min_mar
     improvement = candidate - champion if direction == "higher" else champion - candidate
     enough = improvement >= min_margin or math.isclose(improvement, min_margin, rel_tol=1e-9, abs_tol=1e-12)
     if improvement > 0 and enough:
-        return True, f"improves on the champion by {improvement:.6g} (>= margin {min_margin:g})"
-    return False, f"improvement {improvement:.6g} is not > 0 and >= margin {min_margin:g}"
+        return True, f"improves on {against} by {improvement:.6g} (>= margin {min_margin:g})"
+    return False, f"improvement {improvement:.6g} over {against} is not > 0 and >= margin {min_margin:g}"
 
 
 @contextmanager
@@ -159,11 +164,14 @@ def register_checkpoint(
     min_margin: float = 0.0,
     tags: dict[str, str] | None = None,
     champion_score: float | None = None,
+    base_score: float | None = None,
 ) -> RegistrationResult:
     """Upload `folder` as the run's `model` artifacts, register it, and gate `champion`.
 
     `champion_score` is the champion's gate metric measured in this same evaluation; when
     None the score stored on the champion version (tag `seppo.metric.<gate_metric>`) is used.
+    `base_score` is the base model's, measured in this evaluation: the bar when there is no
+    champion yet (None: the first candidate becomes champion).
     """
     folder = Path(folder)
     if not folder.is_dir() or not any(p.is_file() for p in folder.rglob("*")):
@@ -180,13 +188,32 @@ def register_checkpoint(
     client = _client(tracking_uri)
     with _calls(f"registering {folder} as {model_name!r}", tracking_uri):
         return _register(
-            client, folder, model_name, run_id, metrics, gate_metric, direction, min_margin, tags or {}, champion_score
-        )
+            client, folder, model_name, run_id, metrics, gate_metric, direction, min_margin, tags or {},
+            (champion_score, base_score),
+        )  # fmt: skip
+
+
+def _decide(
+    champion: ModelVersion | None, candidate: float, gate_metric: str, direction: Direction, min_margin: float,
+    champion_score: float | None, base_score: float | None,
+) -> tuple[bool, str, float | None, str]:  # fmt: skip
+    """(promote, reason, score compared with, what it was): the champion (re-scored, else its recorded
+    score); with no champion the base model's score; with neither, nothing (the candidate is promoted)."""
+    if champion is not None:
+        against = f"champion v{champion.version}"
+        score = champion_score if champion_score is not None else _score(champion, gate_metric)
+        if score is None:
+            return False, f"{against} has no recorded {gate_metric!r}; promote by hand if intended", None, against
+        return (*gate(candidate, score, direction, min_margin, against=f"the {against}"), score, against)
+    if base_score is None:
+        return (*gate(candidate, None, direction, min_margin), None, "nothing")
+    promote_it, reason = gate(candidate, base_score, direction, min_margin, against="the base model")
+    return promote_it, f"no champion yet; {reason}", base_score, "base model"
 
 
 def _register(
-    client: MlflowClient, folder: Path, name: str, run_id: str, metrics: dict[str, float],
-    gate_metric: str, direction: Direction, min_margin: float, tags: dict[str, str], champion_score: float | None,
+    client: MlflowClient, folder: Path, name: str, run_id: str, metrics: dict[str, float], gate_metric: str,
+    direction: Direction, min_margin: float, tags: dict[str, str], scores: tuple[float | None, float | None],
 ) -> RegistrationResult:  # fmt: skip
     try:
         run = client.get_run(run_id)
@@ -203,21 +230,17 @@ def _register(
             raise
     champion = _alias(client, name, CHAMPION)
     old = str(champion.version) if champion is not None else None
-    if champion is not None and champion_score is None:
-        champion_score = _score(champion, gate_metric)
     candidate = float(metrics[gate_metric])
-    if old is not None and champion_score is None:
-        promote_it, reason = False, f"champion v{old} has no recorded {gate_metric!r}; promote by hand if intended"
-    else:
-        promote_it, reason = gate(candidate, champion_score, direction, min_margin)
+    promote_it, reason, compared, against = _decide(champion, candidate, gate_metric, direction, min_margin, *scores)
     decision: Literal["promoted", "rejected"] = "promoted" if promote_it else "rejected"
     version_tags = {
         **tags,
         **{METRIC_TAG + k: repr(float(v)) for k, v in metrics.items()},
         GATE + "decision": decision, GATE + "reason": reason, GATE + "metric": gate_metric,
         GATE + "direction": direction, GATE + "min_margin": repr(float(min_margin)),
-        GATE + "candidate_score": repr(candidate),
-        GATE + "champion_score": "none" if champion_score is None else repr(float(champion_score)),
+        GATE + "candidate_score": repr(candidate), GATE + "compared_with": against,
+        GATE + "champion_score": repr(float(compared)) if old is not None and compared is not None else "none",
+        GATE + "base_score": repr(float(compared)) if against == "base model" and compared is not None else "none",
         GATE + "champion_version": old or "none",
     }  # fmt: skip
     if promote_it and old is not None:
@@ -230,8 +253,8 @@ def _register(
     log.info("%s v%s %s: %s", name, new, decision, reason)
     return RegistrationResult(
         model_name=name, version=new, decision=decision, reason=reason, gate_metric=gate_metric,
-        candidate_score=candidate, champion_score=champion_score,
-        previous_champion=old, champion=new if promote_it else old,
+        candidate_score=candidate, champion_score=compared,
+        previous_champion=old, champion=new if promote_it else old, compared_with=against,
     )  # fmt: skip
 
 

@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from seppo_lib.cli.common import add_output_arg
 from seppo_lib.cli.train import add_config_args
 from seppo_lib.config import SeppoConfig, load_config
 
@@ -52,6 +53,7 @@ def summary_table(metrics: dict[str, Any]) -> str:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    from seppo_lib.evaluation.run_report import REPORT_HTML, REPORT_MD, report_dir
     from seppo_lib.steps import evaluate
 
     cfg = _config(args)
@@ -61,7 +63,9 @@ def _evaluate(args: argparse.Namespace) -> int:
           f"{metrics['n_prompts']} prompts x {metrics['images_per_prompt']} {'clip' if 'video' in metrics else 'image'}(s)")
     print(summary_table(metrics))
     grid = "grid.gif" if "video" in metrics else "grid.png"
-    print(f"report: {out} (metrics.json, per_prompt.csv, {grid}, hist_<scorer>.png or accuracy_<scorer>.png)")
+    print(f"files:  {out} (metrics.json, per_prompt.csv, {grid}, hist_<scorer>.png or accuracy_<scorer>.png)")
+    where = report_dir(cfg, args.model, out)
+    print(f"report: {where / REPORT_MD} and {REPORT_HTML} (config, lineage, training curves, evaluation, gate, samples)")
     return 0
 
 
@@ -71,18 +75,20 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
         description="Sample --model and --against (default: model.pretrained) on the same prompts and seeds "
         "with the config's sampler, score both with eval.scorers, and write a report (metrics.json, "
         "per_prompt.csv, grid.png or grid.gif for video, hist_<scorer>.png or accuracy_<scorer>.png) with per-scorer means, bootstrap CIs, "
-        "the paired win rate and the promotion gate (eval.gate_metric, registry.gate_direction, registry.min_margin).",
+        "the paired win rate and the promotion gate (eval.gate_metric, registry.gate_direction, registry.min_margin), "
+        "plus the run report report.md + report.html in the report folder and, for a bank: checkpoint of this run "
+        "(with its training curves from MLflow), in <workdir>/<run id>/.",
         epilog="example: seppo evaluate --config tiny --model bank:ckpt-000012 --prompts builtin:world-test --n 16",
     )
     p.add_argument("--model", required=True, metavar="URI",
-                   help="candidate: bank:<ckpt id> of this run's bank, a model folder, s3:// URI or builtin:<name>")
+                   help="candidate: bank:<ckpt id> of this run's bank, models:/NAME@ALIAS or models:/NAME/VERSION (the "
+                   "MLflow registry at tracking.mlflow_uri / MLFLOW_TRACKING_URI), a model folder, s3:// URI or builtin:<name>")
     p.add_argument("--prompts", metavar="FILE", default=None,
                    help="prompt set (.txt/.jsonl/.parquet/.tsv/.json, s3://, builtin:world-test or "
                    "builtin:world-video-test); default eval.prompts")
     p.add_argument("--against", metavar="URI", default=None,
                    help="champion to compare with (same forms as --model); default model.pretrained")
-    p.add_argument("--out", "-o", metavar="DIR", default=None,
-                   help="report folder (default <workdir>/<run_id>/eval/<model>)")
+    add_output_arg(p, "report folder (default <workdir>/<run_id>/eval/<model>)", metavar="DIR")
     p.add_argument("--n", type=int, default=None, metavar="N", help="use at most N prompts (eval.max_prompts)")
     add_config_args(p)
     p.set_defaults(func=_evaluate)

@@ -5,13 +5,15 @@ from __future__ import annotations
 import argparse
 import json
 
+from seppo_lib.cli.common import add_output_positional, output_from
 from seppo_lib.cli.train import add_config_args, config_from
 
 
 def _export(args: argparse.Namespace) -> int:
     from seppo_lib.export import export_uri
 
-    out = export_uri(config_from(args), args.model, args.out_dir)
+    dest = output_from(args, "OUT_DIR")  # first: with --out, a positional after MODEL_URI is an override
+    out = export_uri(config_from(args), args.model, dest)
     pipeline = json.loads((out / "model_index.json").read_text())["_class_name"]
     trust = ", trust_remote_code=True" if isinstance(pipeline, list) else ""
     print(f"{args.model} -> {out} ({pipeline[1] if trust else pipeline}); "
@@ -29,6 +31,6 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
     )  # fmt: skip
     p.add_argument("model", metavar="MODEL_URI",
                    help="bank:<ckpt id>, models:/NAME@ALIAS or models:/NAME/VERSION, a model folder, s3://..., builtin:world-base")  # fmt: skip
-    p.add_argument("out_dir", metavar="OUT_DIR", help="destination folder (must not exist or be empty)")
+    add_output_positional(p, "OUT_DIR", "destination folder (must not exist or be empty)")
     add_config_args(p)
     p.set_defaults(func=_export)

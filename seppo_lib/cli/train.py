@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from seppo_lib.cli.common import add_output_arg
 from seppo_lib.config import SeppoConfig, load_config
 
 
@@ -29,7 +30,7 @@ def _prepare(args: argparse.Namespace) -> int:
     from seppo_lib.steps.common import run_dir
 
     cfg = config_from(args)
-    out = Path(args.output) if args.output else run_dir(cfg) / "data"
+    out = Path(args.out) if args.out else run_dir(cfg) / "data"
     meta = prepare_data.run(cfg, out)
     print(f"prepared {meta['rows']} rows -> {out}  ({meta['report']['dropped'] or 'no bad rows'})")
     return 0
@@ -41,7 +42,7 @@ def _sample(args: argparse.Namespace) -> int:
     from seppo_lib.steps.common import run_dir
 
     cfg = config_from(args)
-    out = Path(args.output) if args.output else round_dir(cfg, args.round) / f"refs-{args.shard:03d}"
+    out = Path(args.out) if args.out else round_dir(cfg, args.round) / f"refs-{args.shard:03d}"
     meta = sample_reference.run(cfg, args.data or run_dir(cfg) / "data", args.round, out, args.shard, args.n_shards)
     print(json.dumps(meta))
     return 0
@@ -52,6 +53,10 @@ def _train(args: argparse.Namespace) -> int:
 
     cfg = config_from(args)
     summary = run_rounds(cfg, last=args.rounds)
+    if summary.already_trained:
+        print(summary.already_trained)
+        print(f"run {summary.run_id}: bank {summary.bank_uri} ({', '.join(r['checkpoint'] for r in summary.rounds)})")
+        return 0
     for r in summary.rounds:
         m = r["metrics"]
         status = "already committed" if r["skipped"] else f"loss {m.get('loss', float('nan')):.4f}"
@@ -75,7 +80,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
                        description="Validate every row of data.source, count bad rows by reason, encode winners "
                        "(and losers for dpo) to latent + text-embedding shards, and commit θ_0 to the bank.")
     add_config_args(p)
-    p.add_argument("--output", "-o", help="dataset directory (default <workdir>/<run_id>/data)")
+    add_output_arg(p, "dataset directory (default <workdir>/<run_id>/data)", metavar="DIR")
     p.set_defaults(func=_prepare)
 
     p = sub.add_parser("sample", help="generate one round's reference samples (one shard)",
@@ -86,13 +91,16 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
     p.add_argument("--shard", type=int, default=0, help="this worker's shard index")
     p.add_argument("--n-shards", type=int, default=1, help="number of sampling workers")
     p.add_argument("--data", help="prepared dataset directory")
-    p.add_argument("--output", "-o", help="output directory for the reference latents")
+    add_output_arg(p, "output directory for the reference latents "
+                   "(default <workdir>/<run_id>/rounds/round-<k>/refs-<shard>)", metavar="DIR")  # fmt: skip
     p.set_defaults(func=_sample)
 
     p = sub.add_parser("train", help="run every round in-process (prepare, sample, train), resuming committed rounds",
                        description="Run the whole SePPO training in this process: prepare data if needed, then for "
                        "each round sample reference latents and train U updates, committing θ_k to the bank. "
-                       "Committed rounds are skipped, so rerunning resumes. Each step logs to MLflow "
+                       "Committed rounds are skipped, so rerunning the same inputs resumes (the run id is the identity of the "
+                       "training fields, the data version and the base model; `seppo config show` prints it), and a run "
+                       "whose rounds are all committed prints 'already trained: <run id> (...)'. Each step logs to MLflow "
                        "(tracking.mlflow_uri, else MLFLOW_TRACKING_URI, else sqlite under the workdir; "
                        "tracking.enabled=false turns it off).",
                        epilog="example: seppo train --config tiny train.method=spin")

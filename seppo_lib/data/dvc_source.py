@@ -1,9 +1,11 @@
 """Materialize a DVC-tracked directory at a git revision (the data a run trained on is pinned).
 
-`resolve_dvc_path("data/pickapic", repo="https://git.example/seppo-data.git", rev="v3", out_dir=...)`
-opens the repository at that revision with `dvc.api.DVCFileSystem`, reads the directory's md5 from
-its `.dvc` file and downloads the files from the DVC cache or remote (S3 / MinIO: endpoint and
-credentials come from the repo's `.dvc/config`, `.dvc/config.local` and the AWS_* environment).
+`dvc_version("data/pickapic", repo="https://git.example/seppo-data.git", rev="main")` resolves a
+branch, tag or SHA to the commit SHA it points at now and reads the directory's md5 from its `.dvc`
+file at that commit, without downloading data (the run identity, `seppo_lib.identity`).
+`resolve_dvc_path(path, repo, rev, out_dir)` does the same and downloads the files from the DVC
+cache or remote (S3 / MinIO: endpoint and credentials come from the repo's `.dvc/config`,
+`.dvc/config.local` and the AWS_* environment).
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from __future__ import annotations
 import logging
 import shutil
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,11 +26,24 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class DvcResolved:
-    local_dir: Path  # where the files are now
-    rev: str  # full git commit SHA the path was read at
+class DvcVersion:
+    rev: str  # full git commit SHA the path is read at
     md5: str  # DVC's hash of the directory as recorded in its .dvc file ("<md5>.dir")
     repo: str  # the repository as given (URL or path), or the local repo root when None
+
+
+@dataclass(frozen=True)
+class DvcResolved(DvcVersion):
+    local_dir: Path  # where the files are now
+
+
+def dvc_version(path: str, repo: str | None, rev: str | None) -> DvcVersion:
+    """The commit SHA `rev` (a branch, tag or SHA; None: HEAD) of `repo` points at now and the md5 its
+    `.dvc` file records for DVC-tracked directory `path` there. Reads git only, no data.
+    Raises DataError for a bad repo / rev / path."""
+    with _open(repo, rev) as (fs, where, sha):
+        md5 = _tracked_md5(fs, path, where, sha)
+        return DvcVersion(rev=sha, md5=md5, repo=repo or str(fs.repo.scm.root_dir))
 
 
 def resolve_dvc_path(path: str, repo: str | None, rev: str | None, out_dir: Path) -> DvcResolved:
@@ -34,12 +51,23 @@ def resolve_dvc_path(path: str, repo: str | None, rev: str | None, out_dir: Path
     revision `rev` (None: HEAD; uncommitted changes are never used) into `out_dir`, which must
     not exist or be empty. Raises DataError for a bad repo / rev / path, StorageError when the
     DVC remote cannot be read."""
-    from dvc.api import DVCFileSystem
-    from dvc.exceptions import DvcException
-
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()):
         raise DataError(f"output folder {out_dir} is not empty: give an empty or new folder for {path}")
+    with _open(repo, rev) as (fs, where, sha):
+        md5 = _tracked_md5(fs, path, where, sha)
+        _download(fs, path, out_dir, where, sha)
+        root = repo or str(fs.repo.scm.root_dir)
+    log.info("materialized %s of %s at %s (md5 %s) in %s", path, root, sha, md5, out_dir)
+    return DvcResolved(local_dir=out_dir, rev=sha, md5=md5, repo=root)
+
+
+@contextmanager
+def _open(repo: str | None, rev: str | None) -> Iterator[tuple[Any, str, str]]:
+    """(DVCFileSystem at `rev`, how to name the repo in errors, the commit SHA `rev` resolved to)."""
+    from dvc.api import DVCFileSystem
+    from dvc.exceptions import DvcException
+
     where = repo or "the repository around the current directory"
     fs = DVCFileSystem(repo, rev=rev or "HEAD")
     try:
@@ -47,13 +75,9 @@ def resolve_dvc_path(path: str, repo: str | None, rev: str | None, out_dir: Path
             sha = fs.repo.get_rev()  # opens (or clones) the repository lazily
         except DvcException as exc:
             raise DataError(_open_error(exc, where, rev)) from exc
-        md5 = _tracked_md5(fs, path, where, sha)
-        _download(fs, path, out_dir, where, sha)
-        root = repo or str(fs.repo.scm.root_dir)
+        yield fs, where, sha
     finally:
         fs.close()
-    log.info("materialized %s of %s at %s (md5 %s) in %s", path, root, sha, md5, out_dir)
-    return DvcResolved(local_dir=out_dir, rev=sha, md5=md5, repo=root)
 
 
 def _open_error(exc: Exception, where: str, rev: str | None) -> str:

@@ -14,6 +14,14 @@ champion's folder when there is one). Both models are sampled with `cfg.sampling
   "set_metrics" and "video") and per_prompt.csv, grid.gif instead of grid.png
   (`seppo_lib.evaluation.video_eval`).
 
+Both end with the run report, report.md + report.html (`seppo_lib.evaluation.run_report`), in the
+evaluation folder and, for a checkpoint of this run (`bank:`), in `<workdir>/<run id>/`; its training
+history (and training_curves.png) is `history` when given, else this run's train_round runs in MLflow.
+
+With tracking on, the step is the MLflow child run `evaluate` of the run tree: its metrics, CIs,
+win rates, gate tags and the evaluation folder (`seppo_lib.tracking.evaluation`); a step that
+raises ends that run and the pipeline's parent run FAILED.
+
 Image scorers on a video model (or the reverse) stop the step before anything is sampled with
 a one-line ConfigError. See docs/metrics.md for the statistics and the gate, docs/video.md for
 the video scorers and what the reference clips are.
@@ -33,11 +41,14 @@ from seppo_lib.config import SeppoConfig
 from seppo_lib.evaluation.generate import EvalSample, eval_plan, sample_model
 from seppo_lib.evaluation.prompts import load_prompts
 from seppo_lib.evaluation.report import build_metrics, write_report
+from seppo_lib.evaluation.run_report import publish_run_report, run_facts
 from seppo_lib.evaluation.scorer_choices import check_eval_config, config_is_video, unet_config_is_video
 from seppo_lib.evaluation.scorers import Scorer, build_scorers
 from seppo_lib.export import resolve_model_uri
+from seppo_lib.identity import resolve
 from seppo_lib.progress import Progress
 from seppo_lib.steps.common import device
+from seppo_lib.tracking.evaluation import tracked_evaluation
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +61,7 @@ def check_gate_metric(cfg: SeppoConfig, video: bool | None = None) -> None:
     check_eval_config(cfg, config_is_video(cfg) if video is None else video)
 
 
+@tracked_evaluation(check_gate_metric)  # MLflow child run `evaluate`: metrics, CIs, gate tags, the report folder
 def run(
     cfg: SeppoConfig,
     candidate: str,
@@ -57,8 +69,14 @@ def run(
     champion: str | None = None,
     history: list[tuple[int, dict[str, float]]] | None = None,
 ) -> dict[str, Any]:
-    """Evaluate `candidate` against `champion` (default: the base model); returns metrics.json's content."""
+    """Evaluate `candidate` against `champion` (default: the base model); returns metrics.json's content.
+
+    Model URIs: `bank:<ckpt>`, folders, s3://, builtin:, `models:/NAME@ALIAS` / `models:/NAME/VERSION`.
+    """
     check_gate_metric(cfg)
+    cfg = resolve(cfg)  # the base model (the default champion) is the run's pinned one
+    facts = run_facts(cfg, candidate, history)  # the given history, else this run's training rounds in MLflow
+    history = facts.history
     champion_uri = champion or cfg.model.pretrained
     prompts = load_prompts(cfg.eval.prompts, cfg.eval.max_prompts)
     plan = eval_plan(prompts, cfg.eval.images_per_prompt, cfg.eval.seed)
@@ -70,6 +88,7 @@ def run(
         metrics = evaluate_video(cfg, plan, models, output_dir, history, device())
     else:
         metrics = _evaluate_images(cfg, plan, models, output_dir, history)
+    publish_run_report(cfg, candidate, output_dir, facts)  # report.md + report.html (seppo_lib.evaluation.run_report)
     gate = metrics["gate"]
     logger.info(
         "%s %s: candidate %.4g vs champion %.4g -> gate %s",

@@ -1,4 +1,10 @@
-"""Step prepare_data: validate the winner-only source, write latent shards, commit θ_0."""
+"""Step prepare_data: validate the winner-only source, write latent shards, commit θ_0.
+
+The config is resolved first (`seppo_lib.identity.resolve`): the data is read at the pinned DVC
+commit and checked against the resolved md5, the base model is the pinned one. The dataset folder
+carries the resolved config (`identity.write_resolved`), which every later step binds to, and
+dataset.json / the MLflow run carry the identity's parts (`identity.lineage_tags`).
+"""
 
 from __future__ import annotations
 
@@ -7,23 +13,25 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from seppo_lib import identity
 from seppo_lib.config import SeppoConfig
-from seppo_lib.data.prepare import dir_md5, write_dataset
+from seppo_lib.data.prepare import write_dataset
 from seppo_lib.data.rows import ValidationReport
-from seppo_lib.data.sources import iter_rows
+from seppo_lib.data.sources import WORLD_SIZE, builtin_params, iter_rows  # noqa: F401 - WORLD_SIZE: tests import it here
 from seppo_lib.errors import DataError
-from seppo_lib.models import load_model, resolve_model_dir
+from seppo_lib.export import registry_uri, resolve_model_uri
+from seppo_lib.models import load_model
 from seppo_lib.storage.base import local_io
 from seppo_lib.steps.common import device, open_bank, run_dir
 from seppo_lib.tracking.steps import step_tracking
 
 logger = logging.getLogger(__name__)
 
-WORLD_SIZE = 32  # native render size of the built-in world; preprocess resizes to data.resolution
-
 
 def materialize_source(cfg: SeppoConfig, scratch: Path) -> tuple[Path, dict[str, Any]]:
-    """A local path for `data.source` plus its provenance (md5, DVC rev)."""
+    """A local path for `data.source` of the resolved config plus its provenance (md5, DVC rev); DataError
+    when a local source changed since it was resolved."""
+    cfg = identity.resolve(cfg)
     source = cfg.data.source
     if cfg.data.dvc_repo:
         from seppo_lib.data.dvc_source import resolve_dvc_path
@@ -31,25 +39,40 @@ def materialize_source(cfg: SeppoConfig, scratch: Path) -> tuple[Path, dict[str,
         shutil.rmtree(scratch / "dvc", ignore_errors=True)
         resolved = resolve_dvc_path(source, cfg.data.dvc_repo, cfg.data.dvc_rev, scratch / "dvc")
         return Path(resolved.local_dir), {"source": source, "dvc_repo": resolved.repo, "dvc_rev": resolved.rev, "source_md5": resolved.md5}
-    if source == "builtin:world":
-        from seppo_lib.world.generate import generate_dataset
-
-        path = scratch / "world-train"
-        if not (path / "metadata.jsonl").is_file():
-            shutil.rmtree(path, ignore_errors=True)
-            generate_dataset(path, split="train", n=cfg.data.max_rows, seed=0, paired=cfg.train.method == "dpo", size=WORLD_SIZE)
-    elif source == "builtin:world-video":
-        path = _world_video(cfg, scratch)
+    if source.startswith("builtin:"):
+        path = _builtin_source(cfg, scratch)
     elif source.startswith("s3://"):
         path = scratch / "source"
         shutil.rmtree(path, ignore_errors=True)
         _download_s3_source(cfg, path)
     else:
-        path = Path(source.removeprefix("file://"))
+        path = Path(source.removeprefix("file://")).expanduser()
     if not path.exists():
         raise DataError(f"data source {source} does not exist (set data.source to a folder, parquet file, s3:// URI, builtin:world or builtin:world-video)")
-    md5 = dir_md5(path, exclude=()) if path.is_dir() else _file_md5(path)
+    md5 = identity.content_digest(path, cfg.bank.cache_dir)  # a local source was hashed when resolved: stat only
+    resolved_md5 = cfg.resolved.data_md5 if cfg.resolved and cfg.resolved.data_version.startswith("md5:") else None
+    if resolved_md5 and md5 != resolved_md5:
+        raise DataError(f"data source {source} changed since the run was resolved (md5 {resolved_md5[:12]} -> {md5[:12]}); "
+                        "rerun: new data is a new run id")  # fmt: skip
     return path, {"source": source, "dvc_repo": None, "dvc_rev": None, "source_md5": md5}
+
+
+def _builtin_source(cfg: SeppoConfig, scratch: Path) -> Path:
+    """The built-in world's training images (or the video world's clips), generated once per parameter set."""
+    params = builtin_params(cfg.data.source, max_rows=cfg.data.max_rows, paired=cfg.train.method == "dpo",
+                            num_frames=cfg.data.num_frames, frame_stride=cfg.data.frame_stride)  # fmt: skip
+    if cfg.data.source == "builtin:world":
+        from seppo_lib.world.generate import generate_dataset as generate
+
+        path = scratch / "world-train"
+    else:
+        from seppo_lib.world.video import generate_video_dataset as generate  # type: ignore[assignment]
+
+        path = scratch / f"world-video-train-f{params['frames']}"
+    if not (path / "metadata.jsonl").is_file():
+        shutil.rmtree(path, ignore_errors=True)
+        generate(path, **params)  # type: ignore[arg-type]
+    return path
 
 
 def _download_s3_source(cfg: SeppoConfig, path: Path) -> None:
@@ -70,36 +93,15 @@ def _download_s3_source(cfg: SeppoConfig, path: Path) -> None:
                        "rows naming them count as missing", len(skipped), cfg.data.source, skipped[0])  # fmt: skip
 
 
-def _world_video(cfg: SeppoConfig, scratch: Path) -> Path:
-    """The built-in video world's training clips (GIFs), long enough for num_frames x frame_stride."""
-    from seppo_lib.data.video import frames_needed
-    from seppo_lib.world.video import generate_video_dataset
-
-    frames = max(2, frames_needed(cfg.data.num_frames, cfg.data.frame_stride))
-    path = scratch / f"world-video-train-f{frames}"
-    if not (path / "metadata.jsonl").is_file():
-        shutil.rmtree(path, ignore_errors=True)
-        generate_video_dataset(path, split="train", n=cfg.data.max_rows, seed=0, size=WORLD_SIZE, frames=frames)
-    return path
-
-
-def _file_md5(path: Path) -> str:
-    import hashlib
-
-    h = hashlib.md5()
-    with path.open("rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
-
-
 def run(cfg: SeppoConfig, output_dir: str | Path) -> dict[str, Any]:
-    """Write the prepared dataset to `output_dir`; returns its dataset.json contents."""
+    """Write the prepared dataset (and the resolved config) to `output_dir`; returns its dataset.json contents."""
+    cfg = identity.resolve(cfg)
     with step_tracking(cfg, "prepare_data") as tracked:
         meta = _prepare(cfg, output_dir)
         report = meta["report"]
         tracked.log_metrics({"rows": meta["rows"], "rows_total": report["total"], **{f"dropped_{k}": v for k, v in report["dropped"].items()}}, step=0)
         tracked.set_tags({k: str(meta[k]) for k in ("source", "source_md5", "output_md5", "dvc_rev") if meta.get(k)})
+        tracked.set_tags(identity.lineage_tags(cfg))
         tracked.log_artifact(Path(output_dir) / "dataset.json")
     return meta
 
@@ -107,7 +109,8 @@ def run(cfg: SeppoConfig, output_dir: str | Path) -> dict[str, Any]:
 def _prepare(cfg: SeppoConfig, output_dir: str | Path) -> dict[str, Any]:
     scratch = run_dir(cfg) / "source"
     path, provenance = materialize_source(cfg, scratch)
-    model = load_model(cfg.model.pretrained, cfg.bank.cache_dir).to(device())
+    base = resolve_model_uri(cfg, cfg.model.pretrained)
+    model = load_model(cfg.model.pretrained, cfg.bank.cache_dir, tracking_uri=registry_uri(cfg, cfg.model.pretrained)).to(device())
     report = ValidationReport(max_image_pixels=cfg.data.max_image_pixels)
     rows = iter_rows(path, cfg.data.format, report, num_frames=cfg.data.num_frames, frame_stride=cfg.data.frame_stride)
     with local_io(output_dir, "write the prepared dataset to"):
@@ -121,10 +124,12 @@ def _prepare(cfg: SeppoConfig, output_dir: str | Path) -> dict[str, Any]:
             shard_size=cfg.data.shard_size,
             max_rows=cfg.data.max_rows,
             paired=cfg.train.method == "dpo",
-            extra_meta={**provenance, "config_hash": cfg.config_hash(), "model": cfg.model.pretrained},
+            extra_meta={**provenance, "config_hash": cfg.config_hash(), "model": cfg.model.pretrained,
+                        "identity": identity.lineage_tags(cfg)},  # fmt: skip
         )
+    identity.write_resolved(cfg, output_dir)
     bank = open_bank(cfg, require_initial=False)
-    bank.ensure_initial(resolve_model_dir(cfg.model.pretrained, cfg.bank.cache_dir))
+    bank.ensure_initial(base)
     meta["bank_uri"] = bank.uri
     return meta
 

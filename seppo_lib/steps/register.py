@@ -9,11 +9,14 @@ hash, bank URI and run id, `seppo.checkpoint` = the bank checkpoint id, which `s
 protects), every scorer's candidate mean (`seppo.metric.<scorer>`; for video also the set-level
 `fvd` / `fid` of metrics.json's "set_metrics") and the gate decision.
 
-The champion score compared against is the one in metrics.json when the evaluation re-scored
-the registry's champion (metrics.json's `champion` is not the base model `model.pretrained`
-and the registry has a champion); otherwise the score recorded on the champion version is
-used (see `seppo_lib.registry.register_checkpoint`). The step is the pipeline's last: it ends
-the pipeline's parent MLflow run.
+Every evaluated candidate becomes a version with the alias `challenger`; `champion` moves to it
+when the gate (`seppo_lib.registry.gate`) passes. The champion score compared against is the one
+in metrics.json when the evaluation re-scored the registry's champion (metrics.json's `champion`
+is not the base model `model.pretrained` and the registry has a champion); otherwise the score
+recorded on the champion version is used. With no champion yet, the candidate must beat the base
+model's score in metrics.json by the same rule (see `seppo_lib.registry.register_checkpoint`).
+The step is the pipeline's last: it ends the pipeline's parent MLflow run FINISHED (FAILED when
+it raises).
 """
 
 from __future__ import annotations
@@ -29,13 +32,15 @@ from seppo_lib.bank_admin import CHECKPOINT_TAG
 from seppo_lib.config import SeppoConfig
 from seppo_lib.export import resolve_model_uri
 from seppo_lib.pyfunc_model import save_pyfunc_model
-from seppo_lib.registry import CHAMPION, RegistryError, list_versions, register_checkpoint
+from seppo_lib.registry import CHALLENGER, CHAMPION, GATE, RegistrationResult, RegistryError, list_versions, register_checkpoint
 from seppo_lib.steps.common import open_bank, run_dir
+from seppo_lib.tracking.base import RunLogger
 from seppo_lib.tracking.steps import step_tracking
 
 logger = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.json"
+CHECKPOINT_URI_TAG = "seppo.checkpoint_uri"  # <bank uri>/<ckpt id>: one version per checkpoint
 EVAL_ARTIFACTS = ("metrics.json", "per_prompt.csv", "*.png", "*.gif")
 
 
@@ -89,33 +94,68 @@ def scorer_metrics(doc: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-def _rescored_champion(cfg: SeppoConfig, doc: dict[str, Any], name: str, tracking_uri: str, metrics_path: Path) -> float | None:
-    """The champion's gate score from metrics.json when the evaluation scored the registry champion."""
-    if doc.get("champion") in (None, cfg.model.pretrained):
-        return None  # compared against the base model: the champion version's recorded score decides
+def _versions(name: str, tracking_uri: str) -> list[dict[str, Any]]:
     try:
-        versions = list_versions(name, tracking_uri=tracking_uri)
+        return list_versions(name, tracking_uri=tracking_uri)
     except RegistryError:
-        return None  # no registered model yet: no champion
-    if not any(CHAMPION in v["aliases"] for v in versions):
+        return []  # no registered model yet
+
+
+def _has_champion(name: str, tracking_uri: str) -> bool:
+    return any(CHAMPION in v["aliases"] for v in _versions(name, tracking_uri))
+
+
+def _holder(versions: list[dict[str, Any]], alias: str) -> str | None:
+    return next((v["version"] for v in versions if alias in v["aliases"]), None)
+
+
+def _already_registered(name: str, checkpoint_uri: str, tracking_uri: str, ckpt_id: str, run_id: str) -> dict[str, Any] | None:
+    """The registration of the version made from this bank checkpoint before (a rerun of a run that
+    trained nothing new: same identity, same checkpoint), or None: a checkpoint is registered once."""
+    versions = _versions(name, tracking_uri)
+    row = next((v for v in versions if v["tags"].get(CHECKPOINT_URI_TAG) == checkpoint_uri), None)
+    if row is None:
         return None
+    champion, tags = _holder(versions, CHAMPION), row["tags"]
+    return {
+        "model_name": name, "version": row["version"], "decision": row["decision"] or "rejected",
+        "reason": f"{checkpoint_uri} is already v{row['version']}; not registered again",
+        "champion": champion, "previous_champion": champion, "challenger": _holder(versions, CHALLENGER),
+        "aliases": row["aliases"], "model_uri": f"models:/{name}/{row['version']}", "checkpoint": ckpt_id,
+        "gate_metric": row["gate_metric"], "candidate_score": row["score"], "champion_score": None,
+        "compared_with": tags.get(GATE + "compared_with", "nothing"), "mlflow_run_id": run_id, "already_registered": True,
+    }  # fmt: skip
+
+
+def _gate_scores(
+    cfg: SeppoConfig, doc: dict[str, Any], name: str, tracking_uri: str, metrics_path: Path
+) -> tuple[float | None, float | None]:
+    """(re-scored champion, base model) gate scores from metrics.json: what its reference column was."""
+    reference = doc.get("champion")
+    is_base = reference == cfg.model.pretrained
+    if reference is None or (not is_base and not _has_champion(name, tracking_uri)):
+        return None, None  # scored against neither: nothing from this evaluation to compare with
     gate = doc["gate"]
     if gate.get("metric") != cfg.eval.gate_metric:
         raise RegistryError(
             f"{metrics_path}: gate metric {gate.get('metric')!r} differs from eval.gate_metric={cfg.eval.gate_metric!r}; "
             "evaluate and register with the same config"
         )
-    return _number(gate.get("champion"), "gate.champion", metrics_path)
+    score = _number(gate.get("champion"), "gate.champion", metrics_path)
+    return (None, score) if is_base else (score, None)
 
 
 def version_tags(cfg: SeppoConfig, ckpt_id: str, doc: dict[str, Any]) -> dict[str, str]:
-    """Lineage of the registered version: config, bank run and checkpoint, what it was compared with."""
+    """Lineage of the registered version: config, bank run and checkpoint, the resolved data and base model
+    versions (`seppo_lib.identity.lineage_tags`), what it was compared with."""
+    from seppo_lib import identity
     from seppo_lib.tracking.mlflow_logger import lineage_tags
 
     return {
         **lineage_tags(cfg.config_hash(), bank_uri=cfg.bank.uri, bank_run_id=cfg.run_id),
+        **identity.lineage_tags(cfg),
         CHECKPOINT_TAG: ckpt_id,
-        "seppo.checkpoint_uri": f"{open_bank(cfg).uri}/{ckpt_id}",
+        CHECKPOINT_URI_TAG: f"{open_bank(cfg).uri}/{ckpt_id}",
         "seppo.config_name": cfg.name,
         "seppo.eval_champion": str(doc.get("champion")),
     }
@@ -126,15 +166,46 @@ def _eval_files(eval_dir: Path) -> list[Path]:
 
 
 def run(cfg: SeppoConfig, candidate: str, eval_dir: str | Path) -> dict[str, Any]:
-    """Register `candidate` (bank:<ckpt_id>) with the evaluation in `eval_dir`; returns the decision."""
+    """Register `candidate` (bank:<ckpt_id>) with the evaluation in `eval_dir`; returns the decision.
+
+    A checkpoint not registered yet becomes a new version (`challenger`; `champion` too when the gate
+    passes); one registered before is returned as it is (`already_registered`). Either way the call
+    ends the pipeline's parent MLflow run: FINISHED, or FAILED when registration raises.
+    """
     if not cfg.tracking.enabled:
         raise RegistryError(
             "registration needs tracking.enabled=true (the model registry is MLflow's); enable tracking to register"
         )
-    from seppo_lib.tracking.mlflow_logger import MlflowLogger, ensure_reachable, resolve_tracking_uri
+    from seppo_lib.tracking.mlflow_logger import ensure_reachable, resolve_tracking_uri
 
     ckpt_id = _checkpoint_id(candidate)
-    eval_dir = Path(eval_dir)
+    uri = resolve_tracking_uri(cfg)
+    ensure_reachable(uri)
+    with step_tracking(cfg, "register", {CHECKPOINT_TAG: ckpt_id}) as tracked:
+        out = _register(cfg, tracked, ckpt_id, Path(eval_dir), uri)
+        tracked.set_tags({"seppo.registered_model": out["model_name"], "seppo.registered_version": out["version"],
+                          "seppo.gate.decision": out["decision"]})  # fmt: skip
+        tracked.close("FINISHED", end_parent=True)  # the pipeline's last step
+    champion = f"v{out['champion']}" if out["champion"] else "none"
+    logger.info("%s v%s (%s): %s; champion is %s", out["model_name"], out["version"], ckpt_id, out["reason"], champion)
+    return out
+
+
+def _registration(result: RegistrationResult, ckpt_id: str, run_id: str) -> dict[str, Any]:
+    return {
+        "model_name": result.model_name, "version": result.version, "decision": result.decision, "reason": result.reason,
+        "champion": result.champion, "previous_champion": result.previous_champion, "challenger": result.version,
+        "aliases": [CHALLENGER, *([CHAMPION] if result.promoted else [])], "model_uri": result.model_uri,
+        "checkpoint": ckpt_id, "gate_metric": result.gate_metric, "candidate_score": result.candidate_score,
+        "champion_score": result.champion_score, "compared_with": result.compared_with, "mlflow_run_id": run_id,
+        "already_registered": False,
+    }  # fmt: skip
+
+
+def _register(cfg: SeppoConfig, tracked: RunLogger, ckpt_id: str, eval_dir: Path, uri: str) -> dict[str, Any]:
+    """Export, log the evaluation into the step's run `tracked` and register (once per checkpoint)."""
+    from seppo_lib.tracking.mlflow_logger import MlflowLogger
+
     doc = load_eval_metrics(eval_dir)
     metrics = scorer_metrics(doc)
     if cfg.eval.gate_metric not in metrics:
@@ -142,36 +213,23 @@ def run(cfg: SeppoConfig, candidate: str, eval_dir: str | Path) -> dict[str, Any
             f"{eval_dir / METRICS_FILE} has no scorer {cfg.eval.gate_metric!r} (eval.gate_metric); "
             f"scored: {', '.join([*doc['scorers'], *(doc.get('set_metrics') or {})])}"
         )
-    uri = resolve_tracking_uri(cfg)
-    ensure_reachable(uri)
+    if not isinstance(tracked, MlflowLogger) or tracked.run_id is None:
+        raise RegistryError(f"could not open an MLflow run at {uri} for registration; check the tracking server and retry")
     name = model_name(cfg)
+    already = _already_registered(name, f"{open_bank(cfg).uri}/{ckpt_id}", uri, ckpt_id, tracked.run_id)
+    if already is not None:
+        return already
     mlflow_model = run_dir(cfg) / "mlflow-models" / ckpt_id
     shutil.rmtree(mlflow_model, ignore_errors=True)
     mlflow_model.parent.mkdir(parents=True, exist_ok=True)
-    folder = save_pyfunc_model(resolve_model_uri(cfg, candidate), mlflow_model)
-    champion_score = _rescored_champion(cfg, doc, name, uri, eval_dir / METRICS_FILE)
-    tags = version_tags(cfg, ckpt_id, doc)
-    with step_tracking(cfg, "register", {CHECKPOINT_TAG: ckpt_id}) as tracked:
-        if not isinstance(tracked, MlflowLogger) or tracked.run_id is None:
-            raise RegistryError(f"could not open an MLflow run at {uri} for registration; check the tracking server and retry")
-        run_id = tracked.run_id
-        tracked.log_metrics(metrics, step=0)
-        for path in _eval_files(eval_dir):
-            tracked.log_artifact(path, "eval")
-        result = register_checkpoint(
-            folder, tracking_uri=uri, model_name=name, run_id=run_id, metrics=metrics,
-            gate_metric=cfg.eval.gate_metric, direction=cfg.registry.gate_direction,
-            min_margin=cfg.registry.min_margin, tags=tags, champion_score=champion_score,
-        )  # fmt: skip
-        tracked.set_tags(
-            {"seppo.registered_model": name, "seppo.registered_version": result.version, "seppo.gate.decision": result.decision}
-        )
-        tracked.close("FINISHED", end_parent=True)
-    champion = f"v{result.champion}" if result.champion else "none"
-    logger.info("%s v%s (%s): %s; champion is %s", name, result.version, ckpt_id, result.decision, champion)
-    return {
-        "model_name": name, "version": result.version, "decision": result.decision, "reason": result.reason,
-        "champion": result.champion, "challenger": result.version, "model_uri": result.model_uri,
-        "checkpoint": ckpt_id, "gate_metric": result.gate_metric, "candidate_score": result.candidate_score,
-        "champion_score": result.champion_score, "mlflow_run_id": run_id,
-    }  # fmt: skip
+    folder = save_pyfunc_model(resolve_model_uri(cfg, f"bank:{ckpt_id}"), mlflow_model)
+    champion_score, base_score = _gate_scores(cfg, doc, name, uri, eval_dir / METRICS_FILE)
+    tracked.log_metrics(metrics, step=0)
+    for path in _eval_files(eval_dir):
+        tracked.log_artifact(path, "eval")
+    result = register_checkpoint(
+        folder, tracking_uri=uri, model_name=name, run_id=tracked.run_id, metrics=metrics,
+        gate_metric=cfg.eval.gate_metric, direction=cfg.registry.gate_direction, min_margin=cfg.registry.min_margin,
+        tags=version_tags(cfg, ckpt_id, doc), champion_score=champion_score, base_score=base_score,
+    )  # fmt: skip
+    return _registration(result, ckpt_id, tracked.run_id)

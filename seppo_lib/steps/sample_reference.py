@@ -10,9 +10,10 @@ import torch
 
 from seppo_lib.config import SeppoConfig
 from seppo_lib.data.shards import LatentDataset
+from seppo_lib.identity import resolve
 from seppo_lib.models import load_unet
 from seppo_lib.progress import Progress
-from seppo_lib.sampling import sample_latents, sample_seed
+from seppo_lib.sampling import prepare_sampler, sample_latents, sample_seed
 from seppo_lib.steps.common import device, open_bank
 from seppo_lib.training.references import plan_round, shard_slots, write_references
 
@@ -25,6 +26,7 @@ def run(cfg: SeppoConfig, data_dir: str | Path, round_idx: int, output_dir: str 
     Each checkpoint in the round's schedule is loaded once; each slot's noise comes from
     sample_seed(seed, round, slot), so the result does not depend on shard or batch size.
     """
+    cfg = resolve(cfg)
     bank = open_bank(cfg)
     dataset = LatentDataset(data_dir)
     plan = plan_round(cfg, bank, round_idx, len(dataset))
@@ -39,7 +41,7 @@ def run(cfg: SeppoConfig, data_dir: str | Path, round_idx: int, output_dir: str 
     bar: Progress[None] = Progress(total=len(slots), desc=f"sample round {round_idx} shard {shard}/{n_shards}", unit="img")
     for ckpt_id in dict.fromkeys(slot_refs):
         pick = [i for i, r in enumerate(slot_refs) if r == ckpt_id]
-        unet = load_unet(bank.fetch(ckpt_id) / "unet").to(dev).eval()
+        unet = prepare_sampler(load_unet(bank.fetch(ckpt_id) / "unet"), s, dev)
         cond = dataset.get(plan.rows[slots[pick]]).text_emb
         out = sample_latents(
             unet,
@@ -67,8 +69,10 @@ def run(cfg: SeppoConfig, data_dir: str | Path, round_idx: int, output_dir: str 
 
 def _decode_roundtrip(cfg: SeppoConfig, latents: torch.Tensor, dev: torch.device) -> torch.Tensor:
     """Decode reference latents to pixels and re-encode them (sampling.decode_roundtrip)."""
+    from seppo_lib.export import registry_uri
     from seppo_lib.models import load_model
 
-    model = load_model(cfg.model.pretrained, cfg.bank.cache_dir, with_text=False).to(dev)
+    uri = cfg.model.pretrained
+    model = load_model(uri, cfg.bank.cache_dir, with_text=False, tracking_uri=registry_uri(cfg, uri)).to(dev)
     out = [model.encode_images(model.decode_latents(chunk.to(dev)) * 2 - 1).cpu() for chunk in latents.split(cfg.sampling.batch_size)]
     return torch.cat(out) if out else latents

@@ -8,7 +8,8 @@ from typing import Any
 
 from seppo_lib.config import SeppoConfig
 from seppo_lib.data.shards import LatentDataset
-from seppo_lib.steps.common import open_bank
+from seppo_lib.identity import resolve
+from seppo_lib.steps.common import open_bank, run_dir
 from seppo_lib.tracking import RunLogger
 from seppo_lib.tracking.steps import step_tracking
 from seppo_lib.training.references import ReferenceSet
@@ -26,13 +27,14 @@ def run(
 
     Without `run_logger` the step logs to its own MLflow child run (tracking config).
     """
+    cfg = resolve(cfg)
     if run_logger is None:
         with step_tracking(cfg, f"train_round-{round_idx}", {"seppo.round": str(round_idx)}) as tracked:
             return run(cfg, data_dir, round_idx, reference_dirs, tracked)
     bank = open_bank(cfg)
     refs = ReferenceSet(reference_dirs) if reference_dirs else None
     result = train_round(cfg, LatentDataset(data_dir), bank, round_idx, refs, run_logger)
-    manifest = Path(cfg.workdir) / cfg.run_id / "bank-manifest.json"
+    manifest = run_dir(cfg) / "bank-manifest.json"
     manifest.parent.mkdir(parents=True, exist_ok=True)
     manifest.write_text(json.dumps(bank.manifest_json(), indent=1))
     run_logger.log_artifact(manifest)

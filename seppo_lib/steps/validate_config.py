@@ -57,10 +57,27 @@ def _check_location(field: str, uri: str, *, kind: str = "path") -> None:
         if not (path / "unet").is_dir() or not (path / "scheduler").is_dir():
             raise ConfigError(
                 f"{field}={uri!r} is not a diffusers model folder (needs unet/ and scheduler/); "
-                "use a model folder, an s3:// URI or a builtin: model"
+                "use a model folder, an s3:// URI, models:/NAME@ALIAS or a builtin: model"
             )
     elif not path.exists():
         raise ConfigError(f"{field}={uri!r} does not exist; fix the path or use an s3:// URI")
+
+
+def _check_model(cfg: SeppoConfig, field: str, uri: str) -> None:
+    """A registry reference is well formed and has a registry; builtin: models are seppo_lib.models' to check."""
+    if uri.startswith("builtin:"):
+        return
+    if uri.startswith("models:/"):
+        from seppo_lib.registry import RegistryError, parse_model_uri
+
+        try:
+            parse_model_uri(uri)
+        except RegistryError as err:
+            raise ConfigError(f"{field}: {err}") from None
+        if not cfg.tracking.enabled:
+            raise ConfigError(f"{field}={uri!r} names an MLflow registry version, but tracking.enabled is false")
+        return
+    _check_location(field, uri, kind="model")
 
 
 def _check_data(cfg: SeppoConfig) -> None:
@@ -103,17 +120,20 @@ def _check_shape(cfg: SeppoConfig, expect: dict[str, Any]) -> None:
 
 
 def run(config_json: str, *, expect: dict[str, Any] | None = None, shared_storage: bool = False) -> dict[str, Any]:
-    """Validate `config_json`; returns its hash, run id, shape and canonical JSON.
+    """Validate `config_json`; returns its hash, shape and canonical JSON.
 
     `expect`: the shape the pipeline was compiled for (see `pipeline_shape`).
     `shared_storage`: steps run in separate pods, so the bank and MLflow must be remote.
+    No run id: it names the resolved data and base model (`seppo_lib.identity`), which the
+    pipeline's resolve_inputs step pins after this one; nothing here reads data, models or S3.
     """
     cfg = SeppoConfig.from_json(config_json)
     if expect:
         _check_shape(cfg, expect)
     _check_data(cfg)
-    if not cfg.model.pretrained.startswith("builtin:"):  # built-in models are resolved by seppo_lib.models
-        _check_location("model.pretrained", cfg.model.pretrained, kind="model")
+    for field, uri in (("model.pretrained", cfg.model.pretrained), ("model.fallback", cfg.model.fallback)):
+        if uri is not None:
+            _check_model(cfg, field, uri)
     if cfg.bank.uri.startswith("s3://"):
         check_s3_uri("bank.uri", cfg.bank.uri)
     elif shared_storage:
@@ -129,7 +149,6 @@ def run(config_json: str, *, expect: dict[str, Any] | None = None, shared_storag
     _check_tracking(cfg, shared_storage)
     return {
         "config_hash": cfg.config_hash(),
-        "run_id": cfg.run_id,
         "name": cfg.name,
         "method": cfg.train.method,
         "bank_uri": cfg.bank.uri,

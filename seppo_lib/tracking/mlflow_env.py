@@ -52,12 +52,28 @@ def resolve_tracking_uri(cfg: SeppoConfig) -> str:
     return f"sqlite:///{workdir / 'mlflow.db'}"
 
 
-def default_artifact_location(tracking_uri: str) -> str | None:
-    """Artifacts beside a local sqlite db (`<dir>/mlartifacts`); None lets the server decide."""
+def sqlite_file(tracking_uri: str) -> Path | None:
+    """The database file of a `sqlite:///path` URI (relative, or absolute with four slashes); None otherwise."""
     if not tracking_uri.startswith("sqlite:///"):
         return None
-    db = Path(tracking_uri[len("sqlite:///") :])
-    return (db.parent / "mlartifacts").resolve().as_uri()
+    path = tracking_uri[len("sqlite:///") :].split("?", 1)[0]
+    return None if path in ("", ":memory:") else Path(path)
+
+
+def require_existing_db(tracking_uri: str) -> None:
+    """For commands that only read the registry: MLflow would silently create an empty sqlite db."""
+    db = sqlite_file(tracking_uri)
+    if db is not None and not db.is_file():
+        raise TrackingError(
+            f"MLflow database {db} does not exist (tracking URI {tracking_uri}); `seppo run`, `seppo train` or the "
+            "pipeline's register step creates it, so check the path, or --tracking-uri / MLFLOW_TRACKING_URI"
+        )
+
+
+def default_artifact_location(tracking_uri: str) -> str | None:
+    """Artifacts beside a local sqlite db (`<dir>/mlartifacts`); None lets the server decide."""
+    db = sqlite_file(tracking_uri)
+    return None if db is None else (db.parent / "mlartifacts").resolve().as_uri()
 
 
 def probe(tracking_uri: str, timeout: float = PROBE_TIMEOUT_S) -> str | None:

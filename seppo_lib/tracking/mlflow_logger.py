@@ -153,6 +153,10 @@ def _apply(client: MlflowClient, run_id: str, record: dict[str, Any]) -> None:
             client.log_artifact(run_id, str(path), record["artifact_path"])
     elif kind == "end":
         client.set_terminated(run_id, record["status"])
+    elif kind == "end_parent":  # spooled offline: the parent is the one the replayed run was filed under
+        parent = record.get("parent_run_id") or client.get_run(run_id).data.tags.get(PARENT_TAG)
+        if parent:
+            client.set_terminated(parent, record["status"])
     else:
         raise TrackingError(f"unknown spool record kind {kind!r}")
 
@@ -320,17 +324,13 @@ class MlflowLogger:
 
     # ---- lifecycle ------------------------------------------------------------
     def close(self, status: str = "FINISHED", end_parent: bool = False) -> None:
-        """End the run (FINISHED/FAILED/KILLED); `end_parent` also ends the pipeline's parent run."""
+        """End the run (FINISHED/FAILED/KILLED); `end_parent` also ends the pipeline's parent run (spooled when offline)."""
         if self._closed:
             return
         self._closed = True
         self._record({"kind": "end", "status": status})
-        if end_parent and self.parent_run_id and self._online:
-            try:
-                with fail_fast():
-                    self.client.set_terminated(self.parent_run_id, status)
-            except Exception as err:  # noqa: BLE001 - tracking must never break training
-                log.warning("cannot end MLflow parent run %s: %s", self.parent_run_id, err)
+        if end_parent:
+            self._record({"kind": "end_parent", "status": status, "parent_run_id": self.parent_run_id})
         if not self._online and self.pending:
             self._flush_offline()
 

@@ -2,8 +2,10 @@
 
 `step_tracking(cfg, step)` opens the step's logger (flattened config as params, lineage
 tags, the resolved config as an artifact), replays spools left by an earlier attempt of
-the same step whose tracking server was unreachable, and closes the run at the end
-(FAILED if the step raised). With `tracking.enabled: false` it yields a NullLogger.
+the same step whose tracking server was unreachable, and closes the run at the end. A step
+that raises ends its run and the pipeline's parent run FAILED (spooled like the rest when
+the server is unreachable); the pipeline's last step (register) ends the parent FINISHED.
+With `tracking.enabled: false` it yields a NullLogger.
 """
 
 from __future__ import annotations
@@ -68,9 +70,9 @@ def step_tracking(cfg: SeppoConfig, step: str, tags: dict[str, str] | None = Non
     config_file.parent.mkdir(parents=True, exist_ok=True)
     config_file.write_text(json.dumps(json.loads(cfg.to_json()), indent=1))
     run.log_artifact(config_file)
-    status = "FAILED"
+    failed = True
     try:
         yield run
-        status = "FINISHED"
+        failed = False
     finally:
-        run.close(status)
+        run.close("FAILED" if failed else "FINISHED", end_parent=failed)  # a failed step fails the pipeline

@@ -7,11 +7,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from mlflow import MlflowClient
 
 from seppo_lib import pipeline_runner
 from seppo_lib.bank import CheckpointBank
 from seppo_lib.cli import main
 from seppo_lib.config import load_config
+from seppo_lib.tracking.mlflow_logger import resolve_tracking_uri
 
 # 2 rounds x 2 sampling shards, few updates and sampler steps: the tiny preset in about a minute.
 FAST = [
@@ -68,14 +70,40 @@ def test_seppo_run_whole_pipeline(tmp_path: Path, capsys: pytest.CaptureFixture[
     bank = CheckpointBank.open(cfg.bank.uri, cfg.run_id, cfg.bank.cache_dir)
     assert [e.round for e in bank.entries()] == [0, 1, 2]
     assert bank.entries()[-1].id == models[-1]["checkpoint"]
-    # register ran exactly when the gate passed
+    # every evaluated candidate is registered: register always ran, the gate chose the alias
     passes = evaluation["parameterValues"]["Output"]
     assert passes is json.loads((run_dir / "evaluate/report/metrics.json").read_text())["gate"]["passes"]
-    assert ("register" in tasks) is passes
+    assert "register" in tasks
+    registration = json.loads(next(run_dir.glob("**/register/registration")).read_text())
+    assert (registration["version"], registration["decision"]) == ("1", "promoted" if passes else "rejected")
+    alias = "champion; the first champion" if passes else "challenger; no champion yet"
+    assert f"registry: gate {'passed' if passes else 'failed'} -> seppo-tiny v1 ({alias})" in out
+    # the MLflow run tree: evaluate logged its scores and report; register ended the parent FINISHED
+    client = MlflowClient(resolve_tracking_uri(cfg))
+    runs = client.search_runs([client.get_experiment_by_name(cfg.tracking.experiment).experiment_id],
+                              f"tags.`seppo.run_id` = '{cfg.run_id}'")  # fmt: skip
+    (parent,) = [r for r in runs if r.data.tags.get("seppo.role") == "pipeline"]
+    (scored,) = [r for r in runs if r.info.run_name == "evaluate"]
+    assert parent.info.status == "FINISHED" and "world_candidate_ci_lo" in scored.data.metrics
+    assert "eval/metrics.json" in {a.path for a in client.list_artifacts(scored.info.run_id, "eval")}
     # the summary says where everything is
     assert f"bank:{models[-1]['checkpoint']}" in out and str(run_dir / "evaluate" / "report") in out
     assert str(tmp_path / "work" / cfg.run_id / "exports" / models[-1]["checkpoint"]) in out
     assert f"{bank.uri} (initial, " in out
+    # one run report in the run folder, with both rounds' training means (from MLflow) and the registry outcome
+    folder = tmp_path / "work" / cfg.run_id
+    md, page = (folder / "report.md").read_text(), (folder / "report.html").read_text()
+    assert f"report:   {folder / 'report.md'}" in out
+    for text in (md, page):
+        assert cfg.config_hash() in text and f"bank:{models[-1]['checkpoint']}" in text
+    assert "| 1 | 2 | 1-2 |" in md and "| 2 | 2 | 3-4 |" in md  # round, updates, optimizer steps
+    assert "data:image/png;base64," in page and "src=\"data:" in page
+    assert f"| seppo-tiny | v{registration['version']} | {registration['decision']} |" in md and "not in this copy" not in md
+    summary = (folder / "summary.txt").read_text()
+    assert summary.startswith("seppo run: config tiny") and f"report:   {folder / 'report.md'}" in summary
+    # the evaluate task's Markdown and HTML outputs, rendered by the KFP UI: the report as evaluate wrote it
+    assert (run_dir / "evaluate" / "report_md").read_text() == (run_dir / "evaluate" / "report" / "report.md").read_text()
+    assert (run_dir / "evaluate" / "report_html").read_text().startswith("<!DOCTYPE html>")
 
 
 def test_seppo_run_video_pipeline_evaluates_clips(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -93,7 +121,7 @@ def test_seppo_run_video_pipeline_evaluates_clips(tmp_path: Path, capsys: pytest
     assert (report / "grid.gif").is_file() and not (report / "grid.png").exists()
     assert {"world_motion_candidate_mean", "psnr_champion_mean", "ssim_win_rate"} <= set(_meta(tasks["evaluate"][0], "metrics"))
     passes = tasks["evaluate"][0]["parameterValues"]["Output"]
-    assert passes is metrics["gate"]["passes"] and ("register" in tasks) is passes
+    assert passes is metrics["gate"]["passes"] and "register" in tasks  # registered either way
     assert "grid.gif" in capsys.readouterr().out
 
 

@@ -17,6 +17,7 @@ import torch
 from mlflow import MlflowClient
 from PIL import Image
 
+from seppo_lib import identity
 from seppo_lib.config import SeppoConfig
 from seppo_lib.evaluation.report import build_metrics
 from seppo_lib.orchestrate import run_rounds
@@ -24,6 +25,8 @@ from seppo_lib.pyfunc_model import pipeline_dir
 from seppo_lib.registry import RegistryError, download, list_versions
 from seppo_lib.steps import register
 from seppo_lib.steps.common import open_bank
+from seppo_lib.tracking.mlflow_logger import MlflowLogger
+from seppo_lib.tracking.steps import step_tracking
 from tests.helpers import make_image_folder, tiny_config
 from tests.mlflow_server import MlflowServer, mlflow_server  # noqa: F401 - fixture
 
@@ -178,3 +181,61 @@ def test_register_against_a_tracking_server(
     images = [Image.open(io.BytesIO(base64.b64decode(b64))) for b64 in out["image"]]
     assert [(i.format, i.size) for i in images] == [("PNG", (8, 8))] * 2  # the tiny model's sample size
     assert list(out["seed"]) == [0, 1] and images[0].tobytes() != images[1].tobytes()
+
+
+def _parent_status(client: MlflowClient, step_run_id: str) -> str:
+    return str(client.get_run(client.get_run(step_run_id).data.tags["mlflow.parentRunId"]).info.status)
+
+
+def test_every_candidate_is_registered_and_ends_the_pipeline_run(runs: dict[str, Any], tmp_path: Path) -> None:
+    """No champion yet: a candidate worse than the base model is v1, challenger only; one that beats the base
+    model is v2 and champion. Both registrations end the pipeline's parent run FINISHED (failed and passed gate)."""
+    model = f"seppo-{uuid.uuid4().hex[:8]}"
+    client = MlflowClient(runs["db"])
+    results = []
+    for name, (candidate, base) in (("a", (0.3, 0.5)), ("b", (0.6, 0.5))):
+        cfg = _cfg(runs, name, model, f"tracking.experiment=tree-{model}")
+        with step_tracking(cfg, "train_round-1") as earlier:  # an earlier step opened the parent run
+            assert isinstance(earlier, MlflowLogger) and client.get_run(str(earlier.parent_run_id)).info.status == "RUNNING"
+        evaluation = _evaluation(tmp_path / f"eval-{name}", candidate, base, cfg.model.pretrained)
+        results.append(register.run(cfg, f"bank:{runs[name]}", evaluation))
+        assert _parent_status(client, results[-1]["mlflow_run_id"]) == "FINISHED"
+    a, b = results
+    print(f"a: {a['decision']} ({a['reason']}); b: {b['decision']} ({b['reason']})")
+    assert (a["decision"], a["version"], a["champion"], a["compared_with"]) == ("rejected", "1", None, "base model")
+    assert (b["decision"], b["version"], b["champion"], b["previous_champion"]) == ("promoted", "2", "2", None)
+    assert _aliases(client, model) == {"champion": "2", "challenger": "2"}
+    tags = client.get_model_version(model, "1").tags
+    assert tags["seppo.gate.base_score"] == "0.5"
+    lineage = identity.lineage_tags(_cfg(runs, "a", model))  # the resolved data version and base model
+    assert {"seppo.data_version", "seppo.base_model"} <= set(lineage) and lineage.items() <= tags.items()
+
+
+def test_a_failing_registration_fails_the_pipeline_run(runs: dict[str, Any], tmp_path: Path) -> None:
+    model = f"seppo-{uuid.uuid4().hex[:8]}"
+    cfg = _cfg(runs, "a", model, f"tracking.experiment=fail-{model}")
+    with step_tracking(cfg, "train_round-1") as earlier:
+        assert isinstance(earlier, MlflowLogger)
+    with pytest.raises(RegistryError, match="metrics.json does not exist"):
+        register.run(cfg, f"bank:{runs['a']}", tmp_path / "no-evaluation")
+    client = MlflowClient(runs["db"])
+    parent = client.get_run(str(earlier.parent_run_id))
+    (step,) = client.search_runs([parent.info.experiment_id], "tags.`seppo.step` = 'register'")
+    assert (parent.info.status, step.info.status) == ("FAILED", "FAILED")
+
+
+def test_a_checkpoint_is_registered_once(runs: dict[str, Any], tmp_path: Path) -> None:
+    """A rerun of a run that trained nothing new evaluates the same checkpoint again: its version is returned,
+    no second version is made, and the pipeline's parent run still ends FINISHED."""
+    model = f"seppo-{uuid.uuid4().hex[:8]}"
+    cfg = _cfg(runs, "a", model, f"tracking.experiment=once-{model}")
+    first = register.run(cfg, f"bank:{runs['a']}", _evaluation(tmp_path / "eval-1", 0.6, 0.3, cfg.model.pretrained))
+    client = MlflowClient(runs["db"])
+    parent = client.get_run(first["mlflow_run_id"]).data.tags["mlflow.parentRunId"]
+    client.update_run(parent, status="RUNNING")  # as if the rerun were still going
+    again = register.run(cfg, f"bank:{runs['a']}", _evaluation(tmp_path / "eval-2", 0.2, 0.3, cfg.model.pretrained))
+    assert (first["already_registered"], again["already_registered"]) == (False, True)
+    assert (again["version"], again["decision"], again["champion"]) == ("1", "promoted", "1")
+    assert again["aliases"] == ["challenger", "champion"]
+    assert [v["version"] for v in list_versions(model, tracking_uri=runs["db"])] == ["1"]
+    assert _parent_status(client, again["mlflow_run_id"]) == "FINISHED"

@@ -187,3 +187,28 @@ def test_registry_on_local_sqlite(tmp_path: Path) -> None:
     assert _weights(download(f"seppo-local/{third.version}", tmp_path / "v3", tracking_uri=uri)) == b"weights of v3" * 8
     with pytest.raises(RegistryError, match="exists and is not an empty folder"):
         download("seppo-local", dest, tracking_uri=uri)
+
+
+def test_first_candidate_must_beat_the_base_model(tmp_path: Path) -> None:
+    """No champion yet: the base model's score from the same evaluation is the bar; once there is a
+    champion, its score is (the base model's no longer matters)."""
+    uri, model = f"sqlite:///{tmp_path / 'mlflow.db'}", "seppo-first"
+    worse = _register(uri, model, _checkpoint(tmp_path, "worse"), 0.3, base_score=0.4)
+    assert (worse.decision, worse.champion, worse.compared_with, worse.champion_score) == ("rejected", None, "base model", 0.4)
+    assert worse.reason.startswith("no champion yet; improvement -0.1 over the base model")
+    client = MlflowClient(uri)
+
+    def aliases() -> dict[str, str]:
+        return {alias: str(version) for alias, version in client.get_registered_model(model).aliases.items()}
+
+    assert aliases() == {"challenger": worse.version}
+    tags = client.get_model_version(model, worse.version).tags
+    assert (tags["seppo.gate.compared_with"], tags["seppo.gate.base_score"], tags["seppo.gate.champion_score"]) == (
+        "base model", "0.4", "none")  # fmt: skip
+
+    better = _register(uri, model, _checkpoint(tmp_path, "better"), 0.5, base_score=0.4)
+    assert better.promoted and better.previous_champion is None and better.reason.startswith("no champion yet; improves on the base model")
+    assert aliases() == {"champion": better.version, "challenger": better.version}
+
+    third = _register(uri, model, _checkpoint(tmp_path, "third"), 0.55, base_score=0.9)
+    assert third.promoted and third.compared_with == f"champion v{better.version}" and third.champion_score == 0.5

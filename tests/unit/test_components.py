@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ import components
 from components._common import package_version
 from seppo_lib import __version__
 from seppo_lib.config import ConfigError, SeppoConfig
+from seppo_lib.identity import resolve, write_resolved
 from seppo_lib.steps import validate_config as validate_step
 from tests.helpers import make_image_folder, tiny_config
 
@@ -49,10 +51,11 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     components.train_round.python_func(config_json=cfg_json, dataset=dataset, round_idx=1, kfp_run_id="run-1",
                                        model=model, references=refs)  # fmt: skip
     metrics, report = _artifact(dsl.Metrics, out, "metrics"), _artifact(dsl.Artifact, out, "report")
+    rendered = {"report_md": _artifact(dsl.Markdown, out, "report_md"), "report_html": _artifact(dsl.HTML, out, "report_html")}
     passes = components.evaluate.python_func(config_json=cfg_json, model=model, kfp_run_id="run-1", metrics=metrics,
-                                             report=report)  # fmt: skip
+                                             report=report, **rendered)  # fmt: skip
     return {"cfg": cfg, "dataset": dataset, "refs": refs, "model": model, "metrics": metrics, "report": report,
-            "passes": passes, "tmp": tmp}  # fmt: skip
+            "passes": passes, "tmp": tmp, **rendered}  # fmt: skip
 
 
 def test_image_tag_is_the_package_version() -> None:
@@ -72,10 +75,10 @@ def test_validate_config_component(tmp_path: Path) -> None:
     out = components.validate_config.python_func(
         config_json=cfg.to_json(), expected_shape=json.dumps(shape), shared_storage=False, resolved_config=resolved
     )
-    assert out.config_hash == cfg.config_hash() and out.run_id == cfg.run_id
+    assert out.config_hash == cfg.config_hash() and not hasattr(out, "run_id")  # resolve_inputs names the run
     assert SeppoConfig.from_json(Path(resolved.path).read_text()) == cfg
     assert resolved.metadata["config_hash"] == cfg.config_hash()
-    assert {"run_id", "method", "bank_uri", "n_rounds", "n_shards", "num_processes"} <= set(resolved.metadata)
+    assert {"method", "bank_uri", "n_rounds", "n_shards", "num_processes"} <= set(resolved.metadata)
 
 
 def test_prepare_data_metadata(chain: dict[str, Any]) -> None:
@@ -119,12 +122,14 @@ def test_train_round_launches_accelerate_for_several_gpus(chain: dict[str, Any],
 
     monkeypatch.setattr(subprocess, "run", fake_run)
     cfg = SeppoConfig.model_validate({**chain["cfg"].model_dump(), "train": {**chain["cfg"].train.model_dump(), "num_processes": 4}})
+    dataset = _artifact(dsl.Dataset, chain["tmp"], "dataset-4")  # num_processes is part of the run identity
+    write_resolved(cfg, shutil.copytree(chain["dataset"].path, dataset.path))
     with pytest.raises(Launched):
-        components.train_round.python_func(config_json=cfg.to_json(), dataset=chain["dataset"], round_idx=1, kfp_run_id="r",
+        components.train_round.python_func(config_json=cfg.to_json(), dataset=dataset, round_idx=1, kfp_run_id="r",
                                            model=_artifact(dsl.Model, chain["tmp"], "m4"), references=chain["refs"])  # fmt: skip
     cmd = calls[0]
     assert cmd[1:4] == ["-m", "accelerate.commands.launch", "--multi_gpu"] and "--num_processes=4" in cmd
-    assert cmd[cmd.index("--config-json") + 1] == cfg.to_json() and cmd[cmd.index("--round") + 1] == "1"
+    assert cmd[cmd.index("--config-json") + 1] == resolve(cfg).to_json() and cmd[cmd.index("--round") + 1] == "1"
     assert cmd[cmd.index("--refs") + 1 :] == [r.path for r in chain["refs"]]
 
 
@@ -132,12 +137,17 @@ def test_evaluate_logs_metrics_and_returns_the_gate(chain: dict[str, Any]) -> No
     report_dir = Path(chain["report"].path)
     metrics_json = json.loads((report_dir / "metrics.json").read_text())
     assert chain["passes"] is metrics_json["gate"]["passes"]
-    assert {"world_candidate_mean", "world_champion_mean", "world_win_rate"} == set(chain["metrics"].metadata)
+    assert {"world_candidate_mean", "world_champion_ci_lo", "world_champion_ci_hi", "world_win_rate", "world_win_rate_lo",
+            "gate_candidate", "gate_champion"} <= set(chain["metrics"].metadata)  # fmt: skip
     meta = chain["report"].metadata
     assert meta["candidate"] == f"bank:{chain['model'].metadata['checkpoint']}"
     assert meta["champion"] == chain["cfg"].model.pretrained  # no registered champion yet: the base model
     assert meta["gate_passes"] is chain["passes"] and re.fullmatch(r"[0-9a-f]{32}", meta["metrics_md5"])
     assert {"per_prompt.csv", "grid.png", "accuracy_world.png"} <= {p.name for p in report_dir.iterdir()}
+    # the run report, as the KFP UI's Markdown and HTML outputs and in <workdir>/<run id>/
+    run_folder = Path(chain["cfg"].workdir) / chain["cfg"].run_id
+    assert Path(chain["report_md"].path).read_text() == (run_folder / "report.md").read_text() == (report_dir / "report.md").read_text()
+    assert "data:image/png;base64," in Path(chain["report_html"].path).read_text()
 
 
 def test_register_component_then_evaluate_against_the_champion(chain: dict[str, Any]) -> None:
@@ -148,12 +158,19 @@ def test_register_component_then_evaluate_against_the_champion(chain: dict[str, 
     result = json.loads(Path(registration.path).read_text())
     meta = registration.metadata
     assert result["model_name"] == meta["model_name"] == "seppo-tiny" and meta["version"] == "1"
-    assert meta["decision"] == "promoted"  # the first version: no champion yet
+    # no champion yet: registered either way, champion only if it beat the base model (the evaluation's gate)
+    assert meta["decision"] == ("promoted" if chain["passes"] else "rejected")
     assert meta["checkpoint"] == chain["model"].metadata["checkpoint"] and meta["config_hash"] == cfg.config_hash()
+    if not chain["passes"]:
+        from seppo_lib.registry import promote
+        from seppo_lib.tracking.mlflow_logger import resolve_tracking_uri
+
+        promote("seppo-tiny", "1", tracking_uri=resolve_tracking_uri(cfg))  # a champion for the next evaluation
     # the next evaluation compares against the registry's champion, not the base model
     report = _artifact(dsl.Artifact, tmp, "report-2")
     components.evaluate.python_func(config_json=cfg.to_json(), model=chain["model"], kfp_run_id="r",
-                                    metrics=_artifact(dsl.Metrics, tmp, "metrics-2"), report=report)  # fmt: skip
+                                    metrics=_artifact(dsl.Metrics, tmp, "metrics-2"), report=report,
+                                    report_md=_artifact(dsl.Markdown, tmp, "md-2"), report_html=_artifact(dsl.HTML, tmp, "html-2"))  # fmt: skip
     assert report.metadata["champion"] == "models:/seppo-tiny@champion"
     assert json.loads((Path(report.path) / "metrics.json").read_text())["champion"] != cfg.model.pretrained
 
@@ -207,7 +224,7 @@ def test_validate_config_on_a_cluster_needs_shared_storage(base: SeppoConfig, mo
 def test_validate_config_checks_the_compiled_shape(base: SeppoConfig) -> None:
     shape = validate_step.pipeline_shape(base)
     info = validate_step.run(base.to_json(), expect=shape)
-    assert info["config_hash"] == base.config_hash() and info["run_id"] == base.run_id
+    assert info["config_hash"] == base.config_hash() and "run_id" not in info
     assert SeppoConfig.from_json(info["config_json"]) == base
     with pytest.raises(ConfigError, match=r"n_rounds: compiled 3, got 5.*recompile with `seppo pipeline compile`"):
         validate_step.run(_with(base, train={"n_rounds": 5}), expect=shape)

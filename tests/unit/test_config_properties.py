@@ -54,7 +54,8 @@ def _one_line_or_config(make: object) -> None:
     floats = [v for section in cfg.model_dump().values() if isinstance(section, dict) for v in section.values()]
     assert all(math.isfinite(v) for v in floats if isinstance(v, float))
     assert SeppoConfig.from_json(cfg.to_json()) == cfg
-    for name in (cfg.run_id, cfg.name, cfg.registry.model_name or "ok"):
+    # the derived run id is '<name>-<hex>' and needs the inputs resolved (seppo_lib.identity): name and bank.run_id decide
+    for name in (cfg.bank.run_id, cfg.name, cfg.registry.model_name or "ok"):
         assert "/" not in name and name not in (".", "..")
 
 

@@ -200,6 +200,9 @@ def test_s3_source_keys_outside_the_prefix_are_skipped(tmp_path: Path, monkeypat
         def list(self, prefix: str = "") -> list[str]:
             return sorted(objects)
 
+        def sizes(self, prefix: str = "") -> dict[str, int]:  # the run identity versions an S3 source by its listing
+            return {key: len(objects[key]) for key in self.list(prefix)}
+
         def get_file(self, key: str, local: str | Path) -> None:
             Path(local).parent.mkdir(parents=True, exist_ok=True)
             Path(local).write_bytes(objects[key])
