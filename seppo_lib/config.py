@@ -32,6 +32,9 @@ ReferenceStrategy = Literal["uniform", "latest", "initial"]
 PRESET_DIR = Path(__file__).resolve().parent.parent / "pipelines" / "configs"
 SAFE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 MAX_SEED = 2**32 - 1  # numpy and torch generators both take it
+DEFAULT_WORKDIR = "seppo-runs"
+#: bank fields that default to a folder under `workdir` (field -> folder name); docs show `<workdir>/<folder>`
+WORKDIR_DEFAULTS = {"uri": "bank", "cache_dir": "cache"}
 _SECRET_QUERY = re.compile(r"pass|secret|token|signature|credential|api[_-]?key|access[_-]?key", re.IGNORECASE)
 _CREDENTIAL_ENV = {
     "http": "MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN)",
@@ -121,10 +124,15 @@ class ModelConfig(_Section):
     pretrained: Location = Field(
         "builtin:world-base",
         description="Base model θ_0: a diffusers-format folder (unet/, scheduler/, text_encoder/, tokenizer/, optional vae/), "
-        "an s3:// URI of one, 'builtin:world-base' (shipped weights) or 'builtin:tiny-random' (random test model).",
+        "an s3:// URI of one, a registry version models:/NAME@ALIAS or models:/NAME/VERSION (tracking URI from "
+        "tracking.mlflow_uri / MLFLOW_TRACKING_URI), 'builtin:world-base' (shipped weights) or 'builtin:tiny-random' (random test model).",
     )
     trainable: Literal["full", "motion"] = Field(
         "full", description="Which UNet parameters train: all, or only AnimateDiff motion modules (video)."
+    )
+    fallback: S3URI = Field(
+        None, description="Base model used when model.pretrained is models:/NAME@ALIAS and the registry has no such model "
+        "or alias yet (a first scheduled run from @champion); same forms as model.pretrained. None = that is an error.",
     )
 
 
@@ -153,13 +161,28 @@ class TrainConfig(_Section):
     mixed_precision: Literal["no", "bf16", "fp16"] = Field("no", description="Autocast precision; master weights stay fp32.")
     seed: int = Field(0, ge=0, le=MAX_SEED, description="Run seed: data order, noise, timesteps, reference draws and sample seeds derive from it.")
     gradient_checkpointing: bool = Field(False, description="Recompute UNet activations in backward (less memory, ~30% slower).")
+    channels_last: bool = Field(
+        False, description="Policy and reference UNets in channels-last memory format (faster convolutions; same loss and "
+        "gradients within float rounding, docs/performance.md)."
+    )
+    adamw_impl: Literal["for-loop", "foreach", "fused"] = Field(
+        "foreach", description="AdamW kernel: foreach (multi-tensor; bit-identical to the per-tensor for-loop, which was "
+        "torch's CPU default), for-loop, or fused (one kernel; the same update within float rounding)."
+    )
+    compile: bool = Field(
+        False, description="torch.compile the policy and reference UNets (the first update of a process pays the compile; "
+        "reference swaps and later rounds reuse it)."
+    )
 
 
 class BankConfig(_Section):
-    uri: Location = Field("seppo-runs/bank", description="Checkpoint bank root: local path or s3://bucket/prefix.")
+    uri: Location = Field(
+        f"{DEFAULT_WORKDIR}/bank", json_schema_extra={"derived_default": "<workdir>/bank"},
+        description="Checkpoint bank root: local path or s3://bucket/prefix; unset (or null) = <workdir>/bank.",
+    )
     run_id: str = Field(
         "auto", pattern=SAFE_NAME,
-        description="Bank run id (a folder name: letters, digits, '_', '.', '-'); 'auto' = '<name>-<config hash[:10]>' so reruns resume.",
+        description="Bank run id (a folder name: letters, digits, '_', '.', '-'); 'auto' = '<name>-<identity hash[:10]>' of the training fields, data version and base model, so reruns of the same inputs resume (seppo_lib.identity).",
     )
     reference: ReferenceStrategy | None = Field(
         None, description="Reference choice from θ_0..θ_{k-1}: uniform (SePPO), latest (SPIN), initial (DITTO). "
@@ -168,7 +191,10 @@ class BankConfig(_Section):
     reference_resample: Literal["round", "step"] = Field(
         "round", description="Draw the reference once per round or once per update (from the bank at round start)."
     )
-    cache_dir: str = Field("seppo-runs/cache", description="Local cache of downloaded checkpoints.")
+    cache_dir: str = Field(
+        f"{DEFAULT_WORKDIR}/cache", json_schema_extra={"derived_default": "<workdir>/cache"},
+        description="Local cache of downloaded checkpoints and models; unset (or null) = <workdir>/cache.",
+    )
 
 
 class SamplingConfig(_Section):
@@ -179,6 +205,16 @@ class SamplingConfig(_Section):
     batch_size: int = Field(16, ge=1, le=65536, description="Samples per sampler forward batch.")
     n_shards: int = Field(1, ge=1, le=1024, description="Workers the round's reference samples are split over.")
     decode_roundtrip: bool = Field(False, description="Decode reference latents with the VAE and re-encode (paper: off).")
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
+        "fp32", description="dtype the reference sampler runs in (UNet weights, latents and scheduler steps, like a diffusers "
+        "pipeline's torch_dtype); samples are returned as fp32."
+    )
+    channels_last: bool = Field(
+        False, description="Sampling UNet in channels-last memory format (faster convolutions; samples equal within float rounding)."
+    )
+    compile: bool = Field(
+        False, description="torch.compile the sampling UNet (compiled once per process; later checkpoints reuse the graph)."
+    )
 
 
 class EvalConfig(_Section):
@@ -243,9 +279,28 @@ class RegistryConfig(_Section):
     min_margin: float = Field(0.0, ge=0, le=1e6, description="Candidate must beat the champion by at least this (metric units).")
 
 
+class ResolvedInputs(_Section):
+    """What a run's inputs resolved to (`seppo_lib.identity.resolve`); travels in the config JSON between steps."""
+
+    data_version: str = Field(
+        description="dvc:<commit SHA>:<DVC md5> | md5:<content md5> (folder/parquet) | s3:<md5 of the listing> | "
+        "builtin:<generator hash>:<parameters>."
+    )
+    data_rev: str | None = Field(None, description="Git commit SHA the DVC data was read at (None: not DVC).")
+    data_md5: str | None = Field(None, description="DVC's md5 of the tracked folder, or the content md5 of a local source.")
+    data_rev_requested: str | None = Field(None, description="data.dvc_rev as given (a branch, tag or SHA) before pinning.")
+    base_model: str = Field(description="models:/NAME/<version> | md5:<content md5> (folder, builtin) | s3:<md5 of the listing>.")
+    base_model_requested: str = Field(description="model.pretrained (or the base_model pipeline parameter) as given.")
+    fallback: bool = Field(False, description="True when model.fallback was used because the registry alias did not exist.")
+
+
 class SeppoConfig(_Section):
     name: str = Field("seppo", pattern=SAFE_NAME, description="Config name (run and model names).")
-    workdir: str = Field("seppo-runs", description="Local working directory for data, reports and the default MLflow db.")
+    workdir: str = Field(
+        DEFAULT_WORKDIR,
+        description="Local working directory: data, reports, exports, the default MLflow db, and (unless set) the bank "
+        "(bank.uri) and cache (bank.cache_dir).",
+    )
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
@@ -255,6 +310,24 @@ class SeppoConfig(_Section):
     storage: StorageConfig = StorageConfig()
     tracking: TrackingConfig = TrackingConfig()
     registry: RegistryConfig = RegistryConfig()
+    resolved: ResolvedInputs | None = Field(
+        None, description="Filled by seppo (seppo_lib.identity.resolve), not by hand: the data version and base model this "
+        "config's inputs resolved to; part of the run id. None = not resolved yet.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bank_under_workdir(cls, data: Any) -> Any:
+        """bank.uri / bank.cache_dir not given (or null): folders under workdir, so `workdir=/x` moves everything."""
+        if not isinstance(data, dict) or not isinstance(data.get("bank", {}), dict):
+            return data  # not a mapping: field validation reports it
+        workdir, bank = data.get("workdir", DEFAULT_WORKDIR), dict(data.get("bank", {}))
+        if not isinstance(workdir, str):
+            return data
+        for key, folder in WORKDIR_DEFAULTS.items():
+            if bank.get(key) is None:
+                bank[key] = str(Path(workdir) / folder)
+        return {**data, "bank": bank}
 
     @model_validator(mode="after")
     def _check_method_reference(self) -> SeppoConfig:
@@ -286,12 +359,21 @@ class SeppoConfig(_Section):
         return self.effective_batch * self.train.updates_per_round
 
     def config_hash(self) -> str:
-        """sha256 of the canonical JSON of the resolved config (stable across processes)."""
-        return hashlib.sha256(self.to_json().encode()).hexdigest()
+        """sha256 of the canonical JSON of every field but `resolved` (stable across processes).
+
+        It names the config (pipeline packages, run names); the run id is `seppo_lib.identity`'s."""
+        doc = self.model_dump(mode="json", exclude={"resolved"})
+        return hashlib.sha256(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
     @property
     def run_id(self) -> str:
-        return self.bank.run_id if self.bank.run_id != "auto" else f"{self.name}-{self.config_hash()[:10]}"
+        """bank.run_id when set, else '<name>-<identity hash[:10]>' of the resolved inputs (`seppo_lib.identity`;
+        an unresolved config is resolved once, on first use)."""
+        if self.bank.run_id != "auto":
+            return self.bank.run_id
+        from seppo_lib.identity import run_id  # the one place the identity is defined
+
+        return run_id(self)
 
     def to_json(self) -> str:
         return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
@@ -309,7 +391,9 @@ def _format_error(err: ValidationError, origin: str) -> str:
     loc = ".".join(str(p) for p in first["loc"]) or "<root>"
     msg = first["msg"]
     if first["type"] == "extra_forbidden":
-        msg = "unknown key (check spelling; see `seppo config --help` for the fields)"
+        from seppo_lib.config_docs import unknown_key_message  # the field listing's module imports this one
+
+        msg = unknown_key_message(loc)
     elif first["type"] == "credentials_in_uri":
         pass  # never echo the secret
     elif first["type"] == "string_pattern_mismatch":

@@ -5,19 +5,13 @@ from __future__ import annotations
 import argparse
 import os
 
+from seppo_lib.cli.common import table
 from seppo_lib.errors import SeppoError
 
 URI_HELP = (
     "bank root: local path, file:// or s3://bucket/prefix "
     "(S3 endpoint from AWS_ENDPOINT_URL, credentials from the environment)"
 )
-
-
-def _table(rows: list[list[str]], header: list[str]) -> str:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
-    return "\n".join(line.rstrip() for line in lines)
 
 
 def _ls(args: argparse.Namespace) -> int:
@@ -32,7 +26,7 @@ def _ls(args: argparse.Namespace) -> int:
          str(r.files), human_bytes(r.bytes)]
         for r in runs
     ]  # fmt: skip
-    print(_table(rows, ["RUN_ID", "ENTRIES", "ROUNDS", "LATEST", "FILES", "SIZE"]))
+    print(table(rows, ["RUN_ID", "ENTRIES", "ROUNDS", "LATEST", "FILES", "SIZE"]))
     return 0
 
 
@@ -41,7 +35,7 @@ def _show(args: argparse.Namespace) -> int:
 
     entries, leftovers = show_run(args.uri, args.run_id)
     rows = [[e.id, str(e.round), str(e.step), e.parent or "-", str(e.files), str(e.bytes)] for e in entries]
-    print(_table(rows, ["ID", "ROUND", "STEP", "PARENT", "FILES", "BYTES"]))
+    print(table(rows, ["ID", "ROUND", "STEP", "PARENT", "FILES", "BYTES"]))
     total = sum(e.bytes for e in entries)
     print(f"{len(entries)} committed checkpoint(s), {human_bytes(total)}")
     if leftovers:
@@ -60,6 +54,10 @@ def _gc(args: argparse.Namespace) -> int:
         )
     if args.model_name and not args.tracking_uri:
         raise SeppoError("--model-name needs the registry: pass --tracking-uri or set MLFLOW_TRACKING_URI")
+    if args.model_name:
+        from seppo_lib.tracking.mlflow_env import require_existing_db
+
+        require_existing_db(args.tracking_uri)
     registered = registered_checkpoints(args.run_id, args.model_name, args.tracking_uri) if args.model_name else {}
     plan = gc(args.uri, args.run_id, keep_last=args.keep_last, dry_run=args.dry_run, force=args.force,
               registered=registered)  # fmt: skip
@@ -113,7 +111,7 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
         "and --model-name). Removed checkpoints leave the manifest (conditional write) before their files are "
         "deleted. Run gc only when no training writes to this run: an upload in flight looks like a crashed one. "
         "Removing checkpoints shrinks the reference pool of later rounds; use --keep-last on finished runs.",
-        epilog="example: seppo bank gc s3://seppo-bank/runs tiny-0123456789 --keep-last 2 --dry-run "
+        epilog="example: seppo bank gc s3://seppo/bank tiny-0123456789 --keep-last 2 --dry-run "
         "--tracking-uri http://mlflow:5000 --model-name seppo-tiny",
     )  # fmt: skip
     p.add_argument("uri", help=URI_HELP)

@@ -4,15 +4,23 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import Any
 
+from seppo_lib.cli.common import add_output_positional, output_from, table
 from seppo_lib.errors import SeppoError
 
+LS_COLUMNS = ["version", "aliases", "decision", "gate_metric", "score", "champion_score", "created", "run_id"]
 
-def _tracking_uri(args: argparse.Namespace) -> str:
+
+def _tracking_uri(args: argparse.Namespace, *, writes: bool = False) -> str:
+    """The registry's URI; a sqlite db must already exist unless the command `writes` (replay creates runs)."""
+    from seppo_lib.tracking.mlflow_env import require_existing_db
+
     if not args.tracking_uri:
         raise SeppoError("no MLflow tracking URI: pass --tracking-uri or set MLFLOW_TRACKING_URI")
-    return str(args.tracking_uri)
+    uri = str(args.tracking_uri)
+    if not writes:
+        require_existing_db(uri)
+    return uri
 
 
 def _add_uri(parser: argparse.ArgumentParser) -> None:
@@ -23,53 +31,50 @@ def _add_uri(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _table(rows: list[dict[str, Any]], columns: list[str]) -> str:
-    cells = [[("" if row.get(c) is None else str(row.get(c))) for c in columns] for row in rows]
-    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
-    lines = ["  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True))]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
-    return "\n".join(line.rstrip() for line in lines)
-
-
 def _ls(args: argparse.Namespace) -> int:
+    uri = _tracking_uri(args)  # before importing mlflow: a wrong URI fails in a blink
     from seppo_lib.registry import list_versions
 
-    rows = list_versions(args.name, tracking_uri=_tracking_uri(args))
+    rows = list_versions(args.name, tracking_uri=uri)
     for row in rows:
         row["aliases"] = ",".join(row["aliases"])
         row["run_id"] = (row["run_id"] or "")[:12]
-    print(_table(rows, ["version", "aliases", "decision", "gate_metric", "score", "champion_score", "created", "run_id"]))
+    print(table([[row.get(c) for c in LS_COLUMNS] for row in rows], LS_COLUMNS))
     return 0
 
 
 def _promote(args: argparse.Namespace) -> int:
+    uri = _tracking_uri(args)
     from seppo_lib.registry import promote
 
-    previous = promote(args.name, args.version, tracking_uri=_tracking_uri(args))
+    previous = promote(args.name, args.version, tracking_uri=uri)
     print(f"{args.name}: champion {'v' + previous if previous else 'none'} -> v{args.version}")
     return 0
 
 
 def _rollback(args: argparse.Namespace) -> int:
+    uri = _tracking_uri(args)
     from seppo_lib.registry import rollback
 
-    version = rollback(args.name, tracking_uri=_tracking_uri(args))
+    version = rollback(args.name, tracking_uri=uri)
     print(f"{args.name}: champion rolled back to v{version}")
     return 0
 
 
 def _download(args: argparse.Namespace) -> int:
+    uri, out = _tracking_uri(args), output_from(args, "DEST")
     from seppo_lib.registry import download
 
-    dest = download(args.model, args.dest, tracking_uri=_tracking_uri(args))
+    dest = download(args.model, out, tracking_uri=uri)
     print(dest)
     return 0
 
 
 def _replay(args: argparse.Namespace) -> int:
+    uri = _tracking_uri(args, writes=True)
     from seppo_lib.tracking.mlflow_logger import replay_spool
 
-    run_id = replay_spool(args.spool_file, _tracking_uri(args))
+    run_id = replay_spool(args.spool_file, uri)
     print(f"replayed {args.spool_file} into MLflow run {run_id}")
     return 0
 
@@ -93,7 +98,7 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
 
     p = reg_sub.add_parser("download", help="download a model version's files")
     p.add_argument("model", help="NAME (= NAME@champion), NAME@ALIAS, NAME/VERSION or models:/NAME@ALIAS")
-    p.add_argument("dest", help="destination folder (must not exist or be empty)")
+    add_output_positional(p, "DEST", "destination folder (must not exist or be empty)")
     p.set_defaults(func=_download)
 
     trk = subparsers.add_parser("tracking", help="MLflow tracking utilities")

@@ -43,7 +43,9 @@ INK_HEX = "#141414"
 HIST_SIZE = (5.0, 3.5)  # inches
 PANEL_SIZE = (4.0, 3.2)  # inches, per training-curve panel
 DPI = 100
-CURVE_METRICS = ("loss", "implicit_acc", "flip_rate")
+CURVE_METRICS = ("loss", "implicit_acc", "flip_rate", "err_gap_w")
+CURVE_TITLES = {"implicit_acc": "implicit accuracy", "flip_rate": "flip rate",
+                "err_gap_w": "winner-error gap e_θ(x_w) - e_ref(x_w)"}  # fmt: skip
 
 
 # ---- sample grid ------------------------------------------------------------------
@@ -226,25 +228,45 @@ def plot_scores(
     return files
 
 
-def plot_training_curves(path: str | Path, history: list[tuple[int, dict[str, float]]]) -> Path | None:
-    """loss, implicit_acc and flip_rate vs step, one panel per metric present; None if none is."""
-    from matplotlib.figure import Figure
+def with_error_gap(row: dict[str, float]) -> dict[str, float]:
+    """`row` plus err_gap_w = err_policy_w - err_ref_w (the winner-error gap) when both were logged."""
+    if "err_policy_w" in row and "err_ref_w" in row:
+        return {**row, "err_gap_w": row["err_policy_w"] - row["err_ref_w"]}
+    return row
 
+
+def round_starts(history: list[tuple[int, dict[str, float]]]) -> list[int]:
+    """Optimizer steps at which a new round begins (the "round" metric changes), first round excluded."""
+    rounds = sorted((step, m["round"]) for step, m in history if "round" in m)
+    return [step for (step, k), (_, previous) in zip(rounds[1:], rounds, strict=False) if k != previous]
+
+
+def plot_training_curves(path: str | Path, history: list[tuple[int, dict[str, float]]]) -> Path | None:
+    """loss, implicit_acc, flip_rate and err_gap_w vs optimizer step, one panel per metric present
+    (integer step ticks, a dashed line where each later round starts); None if none is present."""
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    rows = [(step, with_error_gap(m)) for step, m in history]
     series = {
-        name: sorted((step, float(m[name])) for step, m in history if name in m and math.isfinite(float(m[name])))
+        name: sorted((step, float(m[name])) for step, m in rows if name in m and math.isfinite(float(m[name])))
         for name in CURVE_METRICS
     }
     series = {name: points for name, points in series.items() if points}
     if not series:
         logger.warning("training history has none of %s; no training_curves.png", ", ".join(CURVE_METRICS))
         return None
+    starts = round_starts(history)
     fig = Figure(figsize=(PANEL_SIZE[0] * len(series), PANEL_SIZE[1]), dpi=DPI)
     for k, (name, points) in enumerate(series.items(), start=1):
         ax = fig.add_subplot(1, len(series), k)
         steps, values = zip(*points, strict=True)
-        ax.plot(steps, values, marker="o" if len(points) <= 30 else None, markersize=3, linewidth=1.2)
+        ax.plot(steps, values, marker="o" if len(points) <= 30 else None, markersize=3, linewidth=1.2, color=ROLE_COLOURS[0])
+        for step in starts:
+            ax.axvline(step - 0.5, color=INK_HEX, linestyle="--", linewidth=0.8, alpha=0.6)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("optimizer step")
-        ax.set_title(name)
+        ax.set_title(CURVE_TITLES.get(name, name), fontsize="medium")
         ax.grid(alpha=0.3)
     fig.tight_layout()
     path = Path(path)

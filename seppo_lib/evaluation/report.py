@@ -13,7 +13,11 @@ Files written by :func:`write_report` into the output folder:
   seed (``plots.write_grid``): the first image of up to `GRID_ROWS` prompts (see :func:`grid_samples`).
 - ``accuracy_<scorer>.png`` for a 0/1 scorer: both models' accuracy bars with metrics.json's 95% CIs;
   ``hist_<scorer>.png`` for a continuous scorer: per-image score histograms.
-- ``training_curves.png``: loss, implicit_acc, flip_rate vs step (only with a history).
+- ``training_curves.png``: loss, implicit_acc, flip_rate and the winner-error gap err_gap_w vs step
+  (only with a history; ``plots.plot_training_curves``).
+
+The run's ``report.md`` / ``report.html`` are built from this folder by
+:func:`seppo_lib.evaluation.run_report.write_run_report`.
 """
 
 from __future__ import annotations

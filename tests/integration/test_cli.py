@@ -1,12 +1,15 @@
-"""The `seppo` CLI: the tiny preset end to end, one-line errors for bad input."""
+"""The `seppo` CLI: the tiny preset end to end, one-line errors for bad input, model URIs from any directory."""
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import pytest
 
 from seppo_lib.cli import main
+from seppo_lib.models import BUILTIN_WORLD_BASE
 from tests.helpers import make_image_folder
 
 
@@ -30,7 +33,7 @@ def test_train_tiny_preset_all_rounds(tmp_path: Path, capsys: pytest.CaptureFixt
     out = capsys.readouterr().out
     assert "round 3: ckpt-000006" in out
     assert main(["train", "--config", "tiny", *_args(tmp_path, data)]) == 0  # rerun resumes: nothing to do
-    assert "already committed" in capsys.readouterr().out
+    assert "already trained: " in capsys.readouterr().out  # the whole run is committed: nothing loaded or trained
 
 
 @pytest.mark.parametrize(
@@ -55,3 +58,18 @@ def test_empty_source_fails_with_report(tmp_path: Path, capsys: pytest.CaptureFi
     assert main(["prepare", "--config", "tiny", *_args(tmp_path, data)]) == 2
     err = _error_line(capsys.readouterr().err)
     assert "no valid rows" in err and "2 corrupt_image" in err
+
+
+def test_world_accuracy_takes_model_uris_from_any_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)  # not the repository root
+    small = ["--prompts", "2", "--samples", "1"]
+    copy = Path(shutil.copytree(BUILTIN_WORLD_BASE, tmp_path / "copy"))
+    assert main(["world", "accuracy", "--model", f"file://{copy}", *small, "--record"]) == 0  # --record on the resolved folder
+    measured = json.loads(capsys.readouterr().out)
+    assert set(measured) >= {"test", "train", "sampler"}
+    assert json.loads((copy / "recipe.json").read_text())["measured_accuracy"] == measured
+    assert main(["world", "accuracy", "--model", "seppo_lib/world/base_model", *small]) == 2
+    assert "is not a diffusers model folder" in capsys.readouterr().err
+

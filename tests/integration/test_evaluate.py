@@ -51,7 +51,8 @@ def test_evaluate_step_writes_the_whole_report(tmp_path: Path, setup: dict[str, 
     metrics = evaluate.run(cfg, str(setup["other"]), out, history=history)
 
     assert sorted(p.name for p in out.iterdir()) == [
-        "accuracy_world.png", "grid.png", "hist_pickscore.png", "metrics.json", "per_prompt.csv", "training_curves.png",
+        "accuracy_world.png", "grid.png", "hist_pickscore.png", "metrics.json", "per_prompt.csv", "report.html", "report.md",
+        "training_curves.png",
     ]
     assert json.loads((out / "metrics.json").read_text()) == metrics
     assert metrics["candidate"] == str(setup["other"]) and metrics["champion"] == "builtin:tiny-random"
@@ -122,7 +123,8 @@ def test_cli_evaluate(tmp_path: Path, setup: dict[str, Path], capsys: pytest.Cap
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["n_prompts"] == 2 and metrics["champion"] == "builtin:tiny-random"
     assert [r["prompt"] for r in _rows(out / "per_prompt.csv")] == ["a red circle", "two blue squares"]
-    assert {p.name for p in out.iterdir()} == {"grid.png", "accuracy_world.png", "metrics.json", "per_prompt.csv"}
+    assert {p.name for p in out.iterdir()} == {"grid.png", "accuracy_world.png", "metrics.json", "per_prompt.csv",
+                                               "report.md", "report.html"}  # not a bank: checkpoint: the report is here
     lines = text.splitlines()
     assert lines[1].split() == ["scorer", "candidate", "champion", "win", "rate", "[95%", "CI]"]
     world = metrics["scorers"]["world"]

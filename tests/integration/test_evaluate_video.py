@@ -74,7 +74,7 @@ def test_video_evaluate_writes_the_whole_report(tmp_path: Path, setup: dict[str,
 
     assert sorted(p.name for p in out.iterdir()) == [
         "accuracy_world_motion.png", "grid.gif", "hist_psnr.png", "hist_ssim.png", "metrics.json", "per_prompt.csv",
-        "training_curves.png",
+        "report.html", "report.md", "training_curves.png",
     ]  # fmt: skip
     assert json.loads((out / "metrics.json").read_text()) == metrics
     assert (metrics["candidate"], metrics["champion"]) == (str(setup["other"]), "builtin:tiny-random:video")
