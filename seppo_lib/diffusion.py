@@ -114,3 +114,18 @@ def model_errors(unet: torch.nn.Module, batch: PairBatch) -> Tensor:
     """Per-sample errors of one batched forward over winners and partners."""
     pred = unet(batch.noisy, batch.timesteps, encoder_hidden_states=unet_condition(unet, batch.cond, batch.noisy)).sample
     return per_sample_mse(pred, batch.target)
+
+
+def speed_up(unet: torch.nn.Module, *, channels_last: bool = False, compile: bool = False) -> torch.nn.Module:
+    """`unet` itself, optionally with its 2-D convolution weights in channels-last memory format and its
+    forward compiled in place (`nn.Module.compile`: the class, attributes and state_dict keys stay
+    the same, so saving, DDP and in-place weight swaps work unchanged) for static shapes (a new batch
+    shape compiles once more; inductor's dynamic-shape path failed on these UNets). Only 4-D tensors
+    change layout; the 5-D weights of 3-D (video) convolutions keep theirs."""
+    if channels_last:
+        for tensor in (*unet.parameters(), *unet.buffers()):
+            if tensor.dim() == 4:
+                tensor.data = tensor.data.contiguous(memory_format=torch.channels_last)
+    if compile:
+        unet.compile(dynamic=False)
+    return unet

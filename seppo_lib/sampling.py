@@ -13,7 +13,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from seppo_lib.diffusion import unet_condition
+from seppo_lib.config import SamplingConfig
+from seppo_lib.diffusion import speed_up, unet_condition
 
 SCHEDULERS = {
     "ddim": "DDIMScheduler",
@@ -21,6 +22,16 @@ SCHEDULERS = {
     "euler": "EulerDiscreteScheduler",
     "dpmsolver": "DPMSolverMultistepScheduler",
 }
+
+
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}  # sampling.precision -> dtype
+
+
+def prepare_sampler(unet: torch.nn.Module, sampling: SamplingConfig, device: torch.device | str) -> torch.nn.Module:
+    """`unet` as the reference sampler runs it: on `device`, frozen, in `sampling.precision`, channels-last
+    and compiled when configured (the fp32 defaults leave its numerics untouched)."""
+    unet = unet.to(device, PRECISIONS[sampling.precision]).requires_grad_(False).eval()
+    return speed_up(unet, channels_last=sampling.channels_last, compile=sampling.compile)
 
 
 def sample_seed(run_seed: int, round_idx: int, index: int) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from seppo_lib.config import ConfigError
 
 BASE = "base"
+SFT = "sft"  # the comparator of the paired table besides the base model
 
 #: method name -> overrides on top of the benchmark preset (bench-quality.yaml).
 METHODS: dict[str, tuple[str, ...]] = {

@@ -9,10 +9,14 @@ training prompts (the generalization gap); the world's ground-truth scorer grade
 Intermediate rounds are graded on the first sample of every test prompt (accuracy vs round).
 A preset whose data source is the video world (`bench-video`) runs the same benchmark on
 clips: distinct held-out motion prompts, graded by the video world's motion scorer.
+`dataset` replaces the preset's training data for every method: `builtin:world-pickapic`
+(Pick-a-Pic-like pairs of base-model generations, `seppo_lib.world.pickapic`, generated once into
+the work folder's cache and read as Pick-a-Pic parquet), or any `data.source` value.
 
-Outputs in `out/`: `results.json` (every number), `table.md`, `accuracy_vs_round.png`,
-`flip_rate_vs_round.png`, `samples_grid.png`. Finished runs are cached in the work folder,
-so an interrupted benchmark resumes.
+Outputs in `out/`: `results.json` (every number, with every model's per-image held-out scores),
+`table.md`, `paired.md` (method − base and method − sft on the same prompts, sample seeds and
+training seeds: `seppo_lib.bench.paired`), `accuracy_vs_round.png`, `flip_rate_vs_round.png`,
+`samples_grid.png`. Finished runs are cached in the work folder, so an interrupted benchmark resumes.
 """
 
 from __future__ import annotations
@@ -56,6 +60,7 @@ class BenchOptions:
     grid_prompts: int = 8
     overrides: tuple[str, ...] = field(default_factory=tuple)
     tuned: bool = True
+    dataset: str | None = None
 
     @property
     def work(self) -> Path:
@@ -70,6 +75,8 @@ class Context:
     base_cfg: SeppoConfig
     test_set: EvalSet
     train_set: EvalSet
+    data_overrides: tuple[str, ...] = ()
+    dataset_stats: dict[str, Any] | None = None
 
     @property
     def video(self) -> bool:
@@ -83,7 +90,7 @@ class Context:
 
     def _shared(self) -> list[str]:
         rounds = [f"train.n_rounds={self.options.rounds}"] if self.options.rounds else []
-        return [*rounds, *self.options.overrides]
+        return [*rounds, *self.data_overrides, *self.options.overrides]
 
     def eval_key(self) -> str:
         o = self.options
@@ -96,12 +103,31 @@ def is_video_world(cfg: SeppoConfig) -> bool:
     return cfg.data.source == VIDEO_WORLD_SOURCE
 
 
+def dataset_overrides(options: BenchOptions) -> tuple[tuple[str, ...], dict[str, Any] | None]:
+    """Config overrides that train every method on `options.dataset`, and the annotator statistics of a
+    Pick-a-Pic-like world dataset (builtin:world-pickapic: generated on first use into `<work>/cache`, the runs'
+    bank.cache_dir; or a folder written by `seppo world generate-pickapic`)."""
+    from seppo_lib.world.pickapic import ANNOTATOR_JSON, SOURCE, materialize
+
+    if options.dataset is None:
+        return (), None
+    if options.dataset == SOURCE:
+        from seppo_lib.data.sources import builtin_params
+
+        folder = materialize(builtin_params(SOURCE, max_rows=None, paired=False, num_frames=1, frame_stride=1), options.work / "cache")
+        return (f"data.source={folder}", "data.format=pickapic"), json.loads((folder / ANNOTATOR_JSON).read_text())
+    stats = Path(options.dataset) / ANNOTATOR_JSON
+    return (f"data.source={options.dataset}",), json.loads(stats.read_text()) if stats.is_file() else None
+
+
 def build_context(options: BenchOptions) -> Context:
-    base_cfg = load_config(options.config, [*([f"train.n_rounds={options.rounds}"] if options.rounds else []), *options.overrides])
+    data, stats = dataset_overrides(options)
+    rounds = [f"train.n_rounds={options.rounds}"] if options.rounds else []
+    base_cfg = load_config(options.config, [*rounds, *data, *options.overrides])
     k, video = options.samples_per_prompt, is_video_world(base_cfg)
     test = EvalSet(tuple(bench_prompts("test", options.prompts, options.eval_seed, video=video)), k, options.eval_seed)
     train = EvalSet(tuple(bench_prompts("train", options.train_prompts, options.eval_seed, video=video)), k, options.eval_seed + 1)
-    return Context(options, base_cfg, test, train)
+    return Context(options, base_cfg, test, train, data, stats)
 
 
 # ---- one model ----------------------------------------------------------------------------
@@ -237,7 +263,7 @@ def score_base(ctx: Context) -> dict[str, Any]:
 
 def run_benchmark(options: BenchOptions) -> dict[str, Any]:
     """Run (or resume) every method x seed, then write results.json, table.md and the plots."""
-    from seppo_lib.bench.report import aggregate, markdown_table
+    from seppo_lib.bench.report import aggregate, markdown_table, paired_summary, paired_table
     from seppo_lib.bench.plots import plot_accuracy_vs_round, plot_flip_rate, sample_grid
 
     start = time.time()
@@ -250,7 +276,7 @@ def run_benchmark(options: BenchOptions) -> dict[str, Any]:
         logger.info("benchmark: %s seed %d", method, seed)
         runs.append(train_and_score(ctx, method, seed))
     methods = [m for m in options.methods if m != BASE]
-    results = {
+    results: dict[str, Any] = {
         "options": {**asdict(options), "out": str(options.out), "workdir": str(options.work)},
         "preset": ctx.base_cfg.model_dump(mode="json"),
         "eval": {
@@ -260,19 +286,22 @@ def run_benchmark(options: BenchOptions) -> dict[str, Any]:
             "test_seeds": ctx.test_set.seeds,
             "train_seeds": ctx.train_set.seeds,
         },
+        "dataset": ctx.dataset_stats,
         "base": base,
         "runs": runs,
         "summary": aggregate(base, runs, methods, BASE in options.methods),
-        "wall_seconds": round(time.time() - start, 1),
     }
-    table = markdown_table(results["summary"], len(options.seeds))
+    results["paired"] = paired_summary(results)
+    results["wall_seconds"] = round(time.time() - start, 1)
+    table, paired = markdown_table(results["summary"], len(options.seeds)), paired_table(results["paired"])
     (options.out / "results.json").write_text(json.dumps(results, indent=1))
     (options.out / "table.md").write_text(table + "\n")
+    (options.out / "paired.md").write_text(paired + "\n")
     plot_accuracy_vs_round(results, options.out / "accuracy_vs_round.png")
     plot_flip_rate(results, options.out / "flip_rate_vs_round.png")
     grid_rows = [(BASE, ctx.options.work / "grids" / "base")] if BASE in options.methods else []
     grid_rows += [(m, ctx.options.work / "grids" / f"{m}-seed{options.seeds[0]}") for m in methods]
     columns = grid_indices(len(ctx.test_set.prompts), options.grid_prompts, video=ctx.video)
     sample_grid(grid_rows, [ctx.test_set.prompts[i].text for i in columns], options.out / "samples_grid.png")
-    results["table"] = table
+    results["table"] = f"{table}\n\n{paired}"
     return results

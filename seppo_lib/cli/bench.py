@@ -1,10 +1,14 @@
-"""`seppo bench quality`: compare SFT, Diffusion-DPO, SPIN-Diffusion and SePPO variants on the world."""
+"""`seppo bench quality|tune|plots|speed`: method quality on the world, its tuning, its figures, and speed."""
 
 from __future__ import annotations
 
 import argparse
+import shlex
+import sys
 import time
 from pathlib import Path
+
+from seppo_lib.cli.common import add_output_arg
 
 QUICK = {"seeds": "0", "methods": "base,sft,seppo-sign-uniform", "prompts": 12, "train_prompts": 8, "samples": 2}
 
@@ -42,6 +46,7 @@ def _quality(args: argparse.Namespace) -> int:
         rounds=args.rounds,
         eval_seed=args.eval_seed,
         overrides=tuple(args.set or ()),
+        dataset=args.dataset,
     )
     start = time.time()
     results = run_benchmark(options)
@@ -101,7 +106,7 @@ def _add_tune(bsub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         "every method collects the table.",
         epilog="example: seppo bench tune --out docs/results/tuning --workdir /tmp/tune --methods sft,dpo",
     )
-    p.add_argument("--out", required=True, help="folder for tuning.json and tuning.md")
+    add_output_arg(p, "folder for tuning.json and tuning.md", required=True, metavar="DIR")
     p.add_argument("--workdir", help="scratch folder for runs and caches (default <out>/work)")
     p.add_argument("--methods", default=",".join(TUNE_METHODS), help=f"methods to tune (default {','.join(TUNE_METHODS)})")
     p.add_argument("--lrs", default=",".join(f"{v:g}" for v in LRS), help="learning rates searched")
@@ -140,7 +145,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
         "seppo bench quality --config bench-video --methods base,sft,seppo-sign-uniform --samples-per-prompt 2 "
         "--out docs/results/video",
     )
-    p.add_argument("--out", required=True, help="folder for results.json, table.md and the PNGs")
+    add_output_arg(p, "folder for results.json, table.md and the PNGs", required=True, metavar="DIR")
     p.add_argument("--workdir", help="scratch folder for runs, banks and caches (default <out>/work)")
     p.add_argument("--config", "-c", default="bench-quality",
                    help="benchmark preset or YAML file (default bench-quality; bench-video for the video world)")
@@ -152,7 +157,119 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
     p.add_argument("--rounds", type=int, help="override train.n_rounds of the preset (same for every method)")
     p.add_argument("--eval-seed", type=int, default=1234, help="seed of the evaluation prompts and sample noise")
     p.add_argument("--set", action="append", metavar="a.b=value", help="config override applied to every method (repeatable)")
+    p.add_argument("--dataset", metavar="SOURCE",
+                   help="training data of every method instead of the preset's: builtin:world-pickapic (Pick-a-Pic-like pairs of "
+                   "base-model generations, generated once into <workdir>/cache; docs/world-pickapic.md) or any data.source")
     p.add_argument("--quick", action="store_true", help="1 seed, base + sft + seppo, few prompts (about 3 min on 2 CPU cores)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
     p.set_defaults(func=_quality)
     _add_tune(bsub)
+    _add_plots(bsub)
+    _add_speed(bsub)
+
+
+def _plots(args: argparse.Namespace) -> int:
+    from seppo_lib.config import ConfigError
+
+    if args.speed:
+        import json
+
+        from seppo_lib.bench.speed_report import figures
+
+        path = Path(args.speed)
+        if not path.is_file():
+            raise ConfigError(f"--speed {path}: no such file (a JSON written by seppo bench speed --out)")
+        written = figures(json.loads(path.read_text()), Path(args.out) if args.out else path.parent)
+        print("\n".join(f"wrote {p}" for p in written) if written else f"{path} has no scaling figures (run with --scaling)")
+        return 0
+    from seppo_lib.bench.plots import rebuild_plots
+
+    folder = Path(args.out or ".")
+    if not (folder / "results.json").is_file():
+        raise ConfigError(f"{folder} has no results.json: give the --out folder of a finished `seppo bench quality`")
+    for written in rebuild_plots(folder):
+        print(f"wrote {written}")
+    return 0
+
+
+def _add_plots(bsub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = bsub.add_parser(
+        "plots", help="redraw a benchmark's figures from its JSON (no training)",
+        description="Redraw accuracy_vs_round.png and flip_rate_vs_round.png of a finished `seppo bench quality` from "
+        "the results.json in its folder (the summary is recomputed from the runs, as the table is; the sample grid needs "
+        "the work folder's images and is left alone). With --speed, redraw the scaling figures (bank_size.png, "
+        "shards.png, cache_memory.png) of a `seppo bench speed` JSON instead.",
+        epilog="examples: seppo bench plots --out docs/results   |   seppo bench plots --speed docs/performance/cpu.json "
+        "--out docs/performance",
+    )
+    add_output_arg(p, "the benchmark folder (quality: holds results.json, default .; --speed: where the PNGs go, default "
+                   "the JSON's folder)", metavar="DIR")  # fmt: skip
+    p.add_argument("--speed", metavar="JSON", help="a seppo bench speed JSON: redraw its scaling figures")
+    p.set_defaults(func=_plots)
+
+
+def _speed(args: argparse.Namespace) -> int:
+    from seppo_lib.bench.speed import DEFAULT_ABLATIONS, QUICK_ABLATIONS, SpeedOptions, parse_ablations, run_speed
+    from seppo_lib.bench.speed_models import DEFAULT_MODELS, QUICK_MODELS, parse_models
+    from seppo_lib.bench.speed_report import figures, summary_lines, tables
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    quick = args.quick
+    default_ablations = QUICK_ABLATIONS if quick else DEFAULT_ABLATIONS
+    options = SpeedOptions(
+        out=Path(args.out), workdir=Path(args.workdir), device=args.device, precision=args.precision,
+        models=parse_models(args.models or ",".join(QUICK_MODELS if quick else DEFAULT_MODELS)), quick=quick,
+        repeats=args.repeats or (2 if quick else 3),
+        ablations=parse_ablations(args.ablations if args.ablations is not None else ",".join(default_ablations)),
+        scaling=args.scaling, presets=args.presets, command="seppo " + shlex.join(sys.argv[1:]),
+    )  # fmt: skip
+    doc = run_speed(options)
+    for name, table in tables(doc).items():
+        print(f"\n{name}:\n{table}")
+    written = figures(doc, options.out.parent) if options.scaling else []
+    print("\n" + "\n".join(summary_lines(doc)))
+    print(f"\nwrote {options.out}{''.join(f', {p}' for p in written)} ({doc['wall_seconds']:.0f}s)")
+    return 0
+
+
+def _add_speed(bsub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    from seppo_lib.bench.speed import ABLATIONS, DEFAULT_ABLATIONS, QUICK_ABLATIONS
+    from seppo_lib.bench.speed_models import DEFAULT_MODELS, MODELS, QUICK_MODELS
+
+    p = bsub.add_parser(
+        "speed", help="the project's training step, sampler and whole round vs the public way, side by side",
+        description="One process, the same work on both sides, interleaved (each side's rounds alternate, medians "
+        "over --repeats rounds): (a) the SePPO training step as `seppo train` runs it vs a Diffusion-DPO-script step "
+        "(fp32 master weights + autocast, eager, a separate reference UNet in the weight dtype, prompts and pixels "
+        "encoded every step); (b) the reference sampler vs a diffusers pipeline call per batch (text encoding inside, "
+        "VAE decode to pixels); (c) a whole round (sampling + updates + checkpoint, the reference drawn uniformly from "
+        "the bank) vs that composition (the reference reloaded with from_pretrained every round). Prints pairs/s and "
+        "images/s, achieved GFLOP/s (torch.utils.flop_counter) as a fraction of a large matmul measured in the same "
+        "run and dtype, peak memory (RSS on CPU, max_memory_allocated on CUDA) and every ratio project / baseline; "
+        "then each --ablations switch on vs the plain project (ablation rows, with torch.compile's compile counts). "
+        "Models: " + "; ".join(f"{m.name}: {m.summary}" for m in MODELS.values()) + ". Writes every raw timing to the "
+        "--out JSON (docs/performance.md is built from one).",
+        epilog="examples: seppo bench speed --quick --out /tmp/speed.json   |   seppo bench speed --scaling --presets "
+        "--out docs/performance/cpu.json   |   seppo bench speed --device cuda --precision bf16 --models sd15 "
+        "--out cuda.json (scripts/gpu_bench.sh)",
+    )
+    add_output_arg(p, "the JSON file to write (with --scaling its PNGs go beside it)", required=True, metavar="JSON")
+    p.add_argument("--workdir", default="seppo-runs/bench-speed",
+                   help="scratch folder for models, banks and checkpoints (reused: the SD1.5 model is built once)")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where both sides run (default cpu)")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"),
+                   help="both sides' compute dtype: autocast for training, the sampler's dtype (default fp32)")
+    p.add_argument("--models", help=f"comma-separated, from {', '.join(MODELS)} (default {','.join(DEFAULT_MODELS)}; "
+                   f"--quick: {','.join(QUICK_MODELS)})")  # fmt: skip
+    p.add_argument("--repeats", type=int, help="timed rounds per side (default 3; --quick: 2)")
+    p.add_argument("--ablations", help=f"comma-separated switches or none, from {', '.join(ABLATIONS)} "
+                   f"(default {','.join(DEFAULT_ABLATIONS)}; --quick: {','.join(QUICK_ABLATIONS)})")  # fmt: skip
+    p.add_argument("--scaling", action="store_true", help="also: round time vs bank size, sampling shards, reference-cache memory")
+    p.add_argument("--presets", action="store_true", help="also: seconds per round of the tiny and world presets")
+    p.add_argument("--quick", action="store_true",
+                   help="small rounds, world + tiny-vae, 2 repeats, 3 ablations (about 4 min on 2 CPU cores)")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
+    p.set_defaults(func=_speed)

@@ -17,6 +17,8 @@ from safetensors.torch import load_file, save_file
 
 from seppo_lib.errors import CheckpointError
 
+IMPL_KEYS = ("foreach", "fused")  # optimizer param-group flags that pick a kernel, not a numeric setting
+
 
 def _json_safe(value: Any) -> Any:
     if isinstance(value, tuple):
@@ -82,9 +84,11 @@ def load_training_state(state_dir: str | Path, optimizer: torch.optim.Optimizer,
         _, idx, name = key.split(".", 2)
         state.setdefault(int(idx), {})[name] = value
     groups = doc["param_groups"]
-    for group in groups:
+    for group, current in zip(groups, optimizer.param_groups, strict=False):
         if "betas" in group:
             group["betas"] = tuple(group["betas"])
+        # the kernel choice (train.adamw_impl) is this run's setting, not the saved one
+        group.update({k: current[k] for k in IMPL_KEYS if k in current})
     optimizer.load_state_dict({"state": state, "param_groups": groups})
     lr_scheduler.load_state_dict({**doc["lr_scheduler"], "lr_lambdas": [None] * len(groups)})
     torch.set_rng_state(rng["torch"])

@@ -20,7 +20,7 @@ import torch
 from seppo_lib.bank import BankEntry, CheckpointBank, checkpoint_id
 from seppo_lib.config import ConfigError, SeppoConfig
 from seppo_lib.data.shards import LatentDataset
-from seppo_lib.diffusion import slot_draws, slot_seed
+from seppo_lib.diffusion import slot_draws, slot_seed, speed_up
 from seppo_lib.errors import CheckpointError, DataError, TrainingError
 from seppo_lib.models import load_unet
 from seppo_lib.progress import Progress
@@ -49,11 +49,16 @@ def trainable_parameters(unet: torch.nn.Module, mode: str) -> list[torch.nn.Para
     return params
 
 
+ADAMW_IMPL = {"for-loop": {"foreach": False}, "foreach": {"foreach": True}, "fused": {"fused": True}}  # train.adamw_impl
+
+
 def build_optimizer(cfg: SeppoConfig, params: list[torch.nn.Parameter]) -> tuple[torch.optim.Optimizer, object]:
     from diffusers.optimization import get_scheduler
 
     t = cfg.train
-    opt = torch.optim.AdamW(params, lr=t.lr, betas=(t.adam_beta1, t.adam_beta2), weight_decay=t.weight_decay)
+    opt = torch.optim.AdamW(
+        params, lr=t.lr, betas=(t.adam_beta1, t.adam_beta2), weight_decay=t.weight_decay, **ADAMW_IMPL[t.adamw_impl]
+    )
     sched = get_scheduler("constant_with_warmup", opt, num_warmup_steps=t.warmup_steps)
     return opt, sched
 
@@ -65,8 +70,12 @@ class ReferenceModel:
     references (reference_resample=step) never rereads a file.
     """
 
-    def __init__(self, template_dir: Path, bank: CheckpointBank, device: torch.device, cache_size: int = 4) -> None:
-        self.unet = load_unet(template_dir).to(device).requires_grad_(False).eval()
+    def __init__(
+        self, template_dir: Path, bank: CheckpointBank, device: torch.device, cache_size: int = 4, *,
+        channels_last: bool = False, compile: bool = False,
+    ) -> None:  # fmt: skip
+        unet = load_unet(template_dir).to(device).requires_grad_(False).eval()
+        self.unet = speed_up(unet, channels_last=channels_last, compile=compile)
         self.bank = bank
         self.current: str | None = None
         self.cache: OrderedDict[str, dict[str, torch.Tensor]] = OrderedDict()
@@ -124,7 +133,7 @@ def train_round(
             f"train.num_processes={cfg.train.num_processes} but accelerate launched {accelerator.num_processes} processes; set them equal"
         )
     parent_dir = bank.fetch(parent.id)
-    unet = load_unet(parent_dir / "unet")
+    unet = speed_up(load_unet(parent_dir / "unet"), channels_last=cfg.train.channels_last)
     if cfg.train.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
     unet.requires_grad_(False)
@@ -139,8 +148,10 @@ def train_round(
     if progress["samples_seen"] != expected_seen:
         raise CheckpointError(f"{parent.id} saw {progress['samples_seen']} samples, round {round_idx} expects {expected_seen}")
     unet, optimizer = accelerator.prepare(unet, optimizer)
+    unet = speed_up(unet, compile=cfg.train.compile)
     unet.train()
-    ref = ReferenceModel(parent_dir / "unet", bank, accelerator.device) if plan.ref_ids else None
+    fast = {"channels_last": cfg.train.channels_last, "compile": cfg.train.compile}
+    ref = ReferenceModel(parent_dir / "unet", bank, accelerator.device, **fast) if plan.ref_ids else None
 
     metrics = _run_updates(cfg, accelerator, unet, optimizer, lr_scheduler, ref, dataset, plan, references, run_logger or NullLogger(), progress)
     progress["samples_seen"] = expected_seen + cfg.samples_per_round
