@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from seppo_lib.bench.methods import method_overrides, parse_methods
-from seppo_lib.bench.quality import BenchOptions, grid_indices, run_benchmark
+from seppo_lib.bench.quality import BenchOptions, dataset_overrides, grid_indices, run_benchmark
 from seppo_lib.bench.scoring import balanced_prompts
 from seppo_lib.config import ConfigError
 
@@ -20,6 +20,7 @@ TINY_BUDGET = (
     "sampling.num_inference_steps=2",
 )
 PNGS = ("accuracy_vs_round.png", "flip_rate_vs_round.png", "samples_grid.png")
+PAIRED_HEADER = "| method | vs | difference | 95% CI | excludes 0 |"
 
 
 def _fractions(results: dict[str, Any]) -> list[float]:
@@ -44,6 +45,7 @@ def _check_outputs(out: Path, methods: list[str]) -> dict[str, Any]:
         assert f"| {method} |" in table
     for name in PNGS:
         assert (out / name).stat().st_size > 1000, name
+    assert PAIRED_HEADER in (out / "paired.md").read_text()
     values = _fractions(results)
     assert values and all(0.0 <= v <= 1.0 and not math.isnan(v) for v in values)
     return results
@@ -57,9 +59,15 @@ def test_benchmark_plumbing_one_seed_two_methods(tmp_path: Path) -> None:
     )
     results = run_benchmark(options)
     data = _check_outputs(options.out, ["sft", "seppo-sign-uniform"])
-    assert results["table"] in (options.out / "table.md").read_text()
+    assert results["table"].startswith((options.out / "table.md").read_text().strip())
+    assert (options.out / "paired.md").read_text().strip() in results["table"]
     runs = {r["method"]: r for r in data["runs"]}
     assert set(runs) == {"sft", "seppo-sign-uniform"}
+    # no base in the methods: the paired table compares seppo with sft only, on 1 seed × 2 prompts × 1 sample
+    paired = [(r["method"], r["vs"], r["seeds"], r["prompts"], r["samples"]) for r in data["paired"]]
+    assert paired == [("seppo-sign-uniform", "sft", 1, 2, 1)]
+    sft, seppo = (runs[m]["final"]["test_all_per_image"] for m in ("sft", "seppo-sign-uniform"))
+    assert data["paired"][0]["mean"] == pytest.approx(sum(seppo) / 2 - sum(sft) / 2)
     # same budget: one update of batch 2 each; seppo logs the anchor criterion's flip rate
     assert [s["step"] for s in runs["sft"]["step_metrics"]] == [1] == [s["step"] for s in runs["seppo-sign-uniform"]["step_metrics"]]
     assert "flip_rate" in runs["seppo-sign-uniform"]["step_metrics"][0] and "flip_rate" not in runs["sft"]["step_metrics"][0]
@@ -88,6 +96,52 @@ def test_methods_differ_only_in_method_rows() -> None:
     assert "bank.reference=initial" in method_overrides("seppo-sign-initial")
     with pytest.raises(ConfigError, match="unknown benchmark method"):
         parse_methods("sft,ppo")
+
+
+def test_dataset_option_overrides_every_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--dataset builtin:world-pickapic: generated once into <work>/cache and read as Pick-a-Pic parquet by every run
+    (the generator is faked here: test_world_pickapic.py runs the real one); a plain source is passed through."""
+    from seppo_lib.world import pickapic
+
+    def fake(out: Path, **_: object) -> dict[str, object]:
+        Path(out).mkdir(parents=True)
+        (Path(out) / pickapic.ANNOTATOR_JSON).write_text('{"rows": 7}')
+        return {}
+
+    monkeypatch.setattr(pickapic, "generate_pickapic_dataset", fake)
+    options = BenchOptions(out=tmp_path / "out", workdir=tmp_path / "work", dataset="builtin:world-pickapic")
+    overrides, stats = dataset_overrides(options)
+    folder = Path(overrides[0].removeprefix("data.source="))
+    assert folder.parent == tmp_path / "work" / "cache" / "builtin-data" and overrides[1:] == ("data.format=pickapic",)
+    assert stats == {"rows": 7}
+    assert dataset_overrides(BenchOptions(out=tmp_path, dataset=str(folder))) == ((f"data.source={folder}",), {"rows": 7})
+    assert dataset_overrides(BenchOptions(out=tmp_path, dataset="builtin:world")) == (("data.source=builtin:world",), None)
+    assert dataset_overrides(BenchOptions(out=tmp_path)) == ((), None)
+
+
+@pytest.mark.slow
+def test_quick_benchmark_on_pickapic_like_data(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`seppo bench quality --quick --dataset <seppo world generate-pickapic folder>` with a tiny budget, DPO included:
+    winners for sft/seppo, pairs for dpo, the annotator's statistics and the paired table in the outputs."""
+    from seppo_lib.cli import main
+
+    data = tmp_path / "pickapic"
+    assert main(["world", "generate-pickapic", "--out", str(data), "--n", "48", "--steps", "4"]) == 0
+    out = tmp_path / "quick"
+    argv = ["bench", "quality", "--quick", "--dataset", str(data), "--methods", "base,sft,dpo,seppo-sign-uniform", "--out", str(out),
+            "--workdir", str(tmp_path / "work"), "--rounds", "1", "--prompts", "4", "--train-prompts", "2"]
+    for override in ("data.max_rows=64", "train.updates_per_round=2", "train.batch_size=4", "sampling.num_inference_steps=4"):
+        argv += ["--set", override]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "| dpo | base |" in printed and "| seppo-sign-uniform | sft |" in printed
+    results = _check_outputs(out, ["base", "sft", "dpo", "seppo-sign-uniform"])
+    assert results["dataset"] == json.loads((data / "annotator.json").read_text())
+    assert results["preset"]["data"]["source"] == str(data)
+    runs = tmp_path / "work" / "runs"
+    prepared = {r["method"]: json.loads((runs / r["run_id"] / "data" / "dataset.json").read_text()) for r in results["runs"]}
+    assert prepared["dpo"]["paired"] and not prepared["sft"]["paired"]
+    assert prepared["sft"]["report"]["dropped"].get("tie", 0) == results["dataset"]["ties"]
 
 
 @pytest.mark.slow

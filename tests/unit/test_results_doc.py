@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from seppo_lib.bench.report import aggregate, markdown_table
+from seppo_lib.bench.report import aggregate, markdown_table, paired_summary, paired_table
 from seppo_lib.bench.tune import tuning_table
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,3 +45,16 @@ def test_video_results_table_is_recomputed_from_the_committed_json() -> None:
     assert table in (ROOT / "docs" / "results.md").read_text()
     for name in ("accuracy_vs_round.png", "samples_grid.png"):
         assert (video / name).stat().st_size > 1000
+
+
+def test_paired_tables_are_recomputed_from_the_committed_json() -> None:
+    """The paired re-analysis tables in docs/results.md (image and video world) equal the ones rebuilt from the
+    committed per-image scores: method − base and method − sft per method, each over all seeds × prompts × samples."""
+    doc = (ROOT / "docs" / "results.md").read_text()
+    for folder in (RESULTS, RESULTS / "video"):
+        results = json.loads((folder / "results.json").read_text())
+        rows = paired_summary(results)
+        trained = [m for m in results["options"]["methods"] if m != "base"]
+        assert [(r["method"], r["vs"]) for r in rows if r["vs"] == "base"] == [(m, "base") for m in trained]
+        assert all(r["seeds"] == len(results["options"]["seeds"]) and r["samples"] == results["options"]["samples_per_prompt"] for r in rows)
+        assert paired_table(rows) in doc
