@@ -126,7 +126,7 @@ def _add_generate_pickapic(sub: argparse._SubParsersAction) -> None:  # type: ig
         "generate-pickapic", help="write the Pick-a-Pic-like dataset (builtin:world-pickapic): model pairs, simulated labels",
         description="For every training prompt (or --n of them, in seeded order) sample two images with the model, grade "
         "both with the world scorer and label the pair with the simulated annotator (Bradley-Terry on the number of "
-        "correct attributes, label noise calibrated to Pick-a-Pic's 68.0%% annotator agreement; equal counts are ties). "
+        "correct attributes, label noise calibrated to Pick-a-Pic's 68.0% annotator agreement; equal counts are ties). "
         "Writes train.parquet (Pick-a-Pic columns caption, jpg_0, jpg_1, label_0) and annotator.json (parameters, "
         "how often the winner and the loser are fully correct, agreement with the noiseless annotator). "
         "docs/world-pickapic.md describes it.",

@@ -20,11 +20,12 @@ module builds the same kind of data in the world:
    annotators agree with the Pick-a-Pic users' choices on 68.0% of held-out pairs (PickScore:
    70.5%; abstract: 70.2% vs 68.0%). ε is solved on each generated dataset so that two
    independent simulated annotators agree on `PICKAPIC_AGREEMENT` = 0.680 of its non-tie pairs:
-   with p_n the probability of choosing the truly better image of pair n and
+   with
    q_n = 2·σ(|Δc_n|/T) − 1, agreement = ½ + ½·(1 − 2ε)²·mean(q²), so
    ``ε = (1 − sqrt((2·0.680 − 1) / mean(q²))) / 2`` (0 when the Bradley-Terry noise alone is
-   already below the target). Two annotators agreeing 68% each agree with the noiseless choice
-   about 80% of the time (0.8² + 0.2² = 0.68).
+   already below the target). Two annotators that agree 68% of the time each agree with the
+   noiseless choice at most 80% of the time (0.8² + 0.2² = 0.68; less when pairs differ in
+   difficulty); the measured figure is in annotator.json.
 
 Output: a folder with `train.parquet` in Pick-a-Pic's columns (``caption``, ``jpg_0``, ``jpg_1``:
 PNG bytes, ``label_0``: 1 image 0 won, 0 image 1 won, 0.5 tie) plus the annotator's workings
