@@ -18,7 +18,7 @@
 # the warm-up + REPEATS rounds of both sides.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-WHEELS=(diffusers==0.42.1 pydantic==2.14.4 pydantic_core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5)
+WHEELS=(diffusers==0.42.1 peft==0.21.2 pydantic==2.14.4 pydantic_core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5)
 
 if [ "${1:-}" = "--fetch-wheels" ]; then
   python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \

@@ -99,12 +99,12 @@ def summarize(rounds: list[RoundTiming], flops: dict[str, float], w: Workload, p
     sample_f, update_f = flops["sample_per_round"], flops["train_per_update"]
     out = {
         "sampler": _part([r.sample.seconds for r in rounds], w.pairs, sample_f, peak, [r.sample.peak_bytes for r in rounds]),
-        "round": _part([r.seconds for r in rounds], w.pairs, sample_f + update_f * w.updates if updates else sample_f, peak,
-                       [max(r.sample.peak_bytes, r.train.peak_bytes) for r in rounds]),
         "flops": dict(flops),
     }  # fmt: skip
-    if updates:
+    if updates:  # a sampler-only model has no step and its "round" is the sampler
         out["step"] = _part(updates, w.batch_size, update_f, peak, [r.train.peak_bytes for r in rounds])
+        out["round"] = _part([r.seconds for r in rounds], w.pairs, sample_f + update_f * w.updates, peak,
+                             [max(r.sample.peak_bytes, r.train.peak_bytes) for r in rounds])  # fmt: skip
     return out
 
 
@@ -241,9 +241,11 @@ def run_speed(options: SpeedOptions) -> dict[str, Any]:
         "command": options.command, "device": options.device, "precision": options.precision, "quick": options.quick,
         "repeats": options.repeats, "machine_before": machine(), "versions": versions(), "models": {},
     }  # fmt: skip
+    options.out.parent.mkdir(parents=True, exist_ok=True)
     for name in options.models:
         logger.info("benchmarking %s", name)
         doc["models"][name] = bench_model(name, options)
+        _write(options.out, {**doc, "partial": True})  # a later failure keeps the models measured so far
     if options.scaling:
         from seppo_lib.bench.speed_scaling import run_scaling
 
@@ -254,6 +256,9 @@ def run_speed(options: SpeedOptions) -> dict[str, Any]:
         doc["presets"] = {p: preset_rounds(p, options) for p in ("tiny", "world")}
     doc["machine_after"] = machine()
     doc["wall_seconds"] = time.time() - start
-    options.out.parent.mkdir(parents=True, exist_ok=True)
-    options.out.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
+    _write(options.out, doc)
     return doc
+
+
+def _write(path: Path, doc: dict[str, Any]) -> None:
+    path.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")

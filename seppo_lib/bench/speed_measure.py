@@ -67,33 +67,28 @@ def _status_kib(field: str) -> int:
     raise OSError(f"no {field} in /proc/self/status")
 
 
-def _reset_rss_peak() -> bool:
-    """Reset the kernel's peak-RSS mark of this process to its current RSS (Linux >= 4.0); False where it cannot."""
-    try:
-        with open("/proc/self/clear_refs", "w", encoding="ascii") as refs:
-            refs.write("5")
-        return True
-    except OSError:
-        return False
+def _reset_rss_peak() -> None:
+    """Reset the kernel's peak-RSS mark of this process to its current RSS (Linux >= 4.0), where it can."""
+    with contextlib.suppress(OSError), open("/proc/self/clear_refs", "w", encoding="ascii") as refs:
+        refs.write("5")
 
 
 class PeakMemory:
     """Peak memory while the `with` block runs (bytes): CUDA allocations, or on CPU the process's peak
     resident set size as the kernel tracks it (VmHWM, reset at entry; no polling thread, which would
     steal cycles from the OpenMP threads it measures). Where the mark cannot be reset, the peak is the
-    process's lifetime peak (`reset` is False)."""
+    process's lifetime peak."""
 
     def __init__(self, device: str) -> None:
         self.device = device
         self.peak = 0
-        self.reset = True
 
     def __enter__(self) -> PeakMemory:
         if self.device.startswith("cuda"):
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
         else:
-            self.reset = _reset_rss_peak()
+            _reset_rss_peak()
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -106,7 +101,7 @@ class PeakMemory:
         except OSError:
             import resource
 
-            self.peak, self.reset = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, False
+            self.peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 @dataclass

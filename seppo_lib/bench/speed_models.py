@@ -47,7 +47,7 @@ SD15_TEXT: dict[str, Any] = {
 }  # fmt: skip
 SD15_SCHEDULER: dict[str, Any] = {
     "num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear",
-    "clip_sample": False, "set_alpha_to_one": False, "steps_offset": 1,
+    "clip_sample": False, "set_alpha_to_one": False, "skip_prk_steps": True, "steps_offset": 1,
 }  # fmt: skip
 
 
@@ -111,10 +111,13 @@ DEFAULT_MODELS = ("world", "tiny-vae", "sd15")
 
 
 def parse_models(text: str) -> tuple[str, ...]:
+    """Model names from a comma-separated list; `none` = no side-by-side models (only --scaling / --presets)."""
+    if text.strip() == "none":
+        return ()
     names = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
     unknown = [n for n in names if n not in MODELS]
     if unknown or not names:
-        raise ConfigError(f"--models {text!r}: unknown or empty {', '.join(unknown)}; choose from {', '.join(MODELS)}")
+        raise ConfigError(f"--models {text!r}: unknown or empty {', '.join(unknown)}; choose from {', '.join(MODELS)} or none")
     return names
 
 
@@ -133,7 +136,7 @@ def _byte_tokenizer(max_length: int) -> Any:
 
 def build_sd15(dest: Path, seed: int = 0) -> Path:
     """Write the random SD1.5-architecture model folder at `dest` once (unet/, vae/, text_encoder/, tokenizer/, scheduler/)."""
-    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
     if (dest / "unet" / "config.json").is_file():
@@ -142,14 +145,14 @@ def build_sd15(dest: Path, seed: int = 0) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     torch.manual_seed(seed)
     logger.info("building the random SD1.5-architecture model at %s (about 4.3 GB)", dest)
-    UNet2DConditionModel(**SD15_UNET).save_pretrained(tmp / "unet", safe_serialization=True)
-    AutoencoderKL(**SD15_VAE).save_pretrained(tmp / "vae", safe_serialization=True)
+    PNDMScheduler.from_config(SD15_SCHEDULER).save_pretrained(tmp / "scheduler")  # keeps the keys PNDM takes, as SD1.5's file
     tokenizer = _byte_tokenizer(SD15_TEXT["max_position_embeddings"])
+    tokenizer.save_pretrained(tmp / "tokenizer")
     text = CLIPTextConfig(**SD15_TEXT, vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
                           eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)  # fmt: skip
     CLIPTextModel(text).save_pretrained(tmp / "text_encoder", safe_serialization=True)
-    tokenizer.save_pretrained(tmp / "tokenizer")
-    DDPMScheduler(**SD15_SCHEDULER).save_pretrained(tmp / "scheduler")
+    AutoencoderKL(**SD15_VAE).save_pretrained(tmp / "vae", safe_serialization=True)
+    UNet2DConditionModel(**SD15_UNET).save_pretrained(tmp / "unet", safe_serialization=True)
     (tmp / "bench_model.json").write_text(json.dumps({"unet": SD15_UNET, "vae": SD15_VAE, "text": SD15_TEXT}, indent=1))
     shutil.rmtree(dest, ignore_errors=True)
     tmp.rename(dest)

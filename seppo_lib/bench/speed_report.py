@@ -59,11 +59,19 @@ def ablation_table(doc: dict[str, Any]) -> str:
 
 
 def bank_table(rows: list[dict[str, Any]]) -> str:
-    lines = ["| reference draw | bank size K | distinct references | swaps | MiB copied into the cache | sample s | train s | round s |",
-             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = ["| reference draw | bank size K | bank store | distinct references | swaps | MiB downloaded into the cache | "
+             "sample s | train s | round s |", "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in rows:
-        lines.append(f"| once per {r['resample']} | {r['bank_size']} | {r['distinct_refs']} | {r['swaps']} | "
-                     f"{r['cache_bytes_fetched'] / MIB:.1f} | {r['sample_s']:.2f} | {r['train_s']:.2f} | {r['round_s']:.2f} |")  # fmt: skip
+        lines.append(f"| once per {r['resample']} | {r['bank_size']} | {r.get('store', 'local folder')} | {r['distinct_refs']} | "
+                     f"{r['swaps']} | {r['cache_bytes_fetched'] / MIB:.1f} | {r['sample_s']:.2f} | {r['train_s']:.2f} | "
+                     f"{r['round_s']:.2f} |")  # fmt: skip
+    return "\n".join(lines)
+
+
+def data_table(rows: list[dict[str, Any]]) -> str:
+    lines = ["| data.max_rows | prepare s | sample s | train s | round s |", "|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['max_rows']} | {r['prepare_s']:.1f} | {r['sample_s']:.2f} | {r['train_s']:.2f} | {r['round_s']:.2f} |")
     return "\n".join(lines)
 
 
@@ -106,57 +114,95 @@ def machine_line(doc: dict[str, Any]) -> str:
 
 def tables(doc: dict[str, Any]) -> dict[str, str]:
     """Every table the JSON has, by name."""
-    out = {"comparison": comparison_table(doc), "ablations": ablation_table(doc)}
+    out = {"comparison": comparison_table(doc), "ablations": ablation_table(doc)} if doc["models"] else {}
     if "scaling" in doc:
         out.update(bank=bank_table(doc["scaling"]["bank_size"]), shards=shard_table(doc["scaling"]["shards"]),
                    cache=cache_table(doc["scaling"]["cache_memory"]))  # fmt: skip
+        if "data_size" in doc["scaling"]:
+            out["data"] = data_table(doc["scaling"]["data_size"])
     if "presets" in doc:
         out["presets"] = preset_table(doc["presets"])
     return out
 
 
-def figures(doc: dict[str, Any], out_dir: Path) -> list[Path]:
-    """bank_size.png, shards.png and cache_memory.png (when the JSON has scaling figures)."""
+def _figure() -> tuple[Any, Any]:
     from matplotlib.figure import Figure
 
+    fig = Figure(figsize=(5.2, 3.2), dpi=110)
+    return fig, fig.subplots()
+
+
+def _bank_figure(rows: list[dict[str, Any]]) -> Any:
+    fig, ax = _figure()
+    sizes = sorted({r["bank_size"] for r in rows})
+    for mode, marker in (("round", "o"), ("step", "s")):
+        mine = sorted((r for r in rows if r["resample"] == mode), key=lambda r: r["bank_size"])
+        ax.plot([r["bank_size"] for r in mine], [r["round_s"] for r in mine], marker=marker, label=f"reference drawn once per {mode}")
+    store = rows[0].get("store", "local folder").split(" (")[0]
+    ax.set(xscale="log", xlabel="checkpoints in the bank (K)", ylabel="round wall time (s)", title=f"World round vs bank size ({store} bank)")
+    ax.set_xticks(sizes, labels=[str(k) for k in sizes])
+    ax.minorticks_off()
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def _shard_figure(rows: list[dict[str, Any]]) -> Any:
+    fig, ax = _figure()
+    shards = sorted({r["shards"] for r in rows})
+    for key, label, offset in (("wall_s", "wall incl. process start", -0.18), ("sampling_s", "sampling inside workers", 0.18)):
+        ax.bar([n + offset for n in shards], [statistics.median(r[key] for r in rows if r["shards"] == n) for n in shards],
+               width=0.34, label=label)  # fmt: skip
+    ax.set(xticks=shards, xlabel="sampling worker processes", ylabel="seconds (median)", title="World reference sampling vs shards")
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def _cache_figure(rows: list[dict[str, Any]]) -> Any:
+    fig, ax = _figure()
+    for name, colour in zip(dict.fromkeys(r["model"] for r in rows), ("tab:blue", "tab:green", "tab:red"), strict=False):
+        mine = [r for r in rows if r["model"] == name]
+        ax.plot([r["cached"] for r in mine], [r["rss_growth_bytes"] / MIB for r in mine], marker="o", color=colour, label=f"{name}: RSS growth")
+        ax.plot([r["cached"] for r in mine], [r["tensor_bytes"] / MIB for r in mine], ls=":", color=colour, label=f"{name}: tensor bytes")
+    cached = sorted({r["cached"] for r in rows})
+    ax.set(xticks=cached, xlabel="checkpoints in the reference cache", ylabel="MiB", title="Reference-weight cache (full fine-tuning)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def _data_figure(rows: list[dict[str, Any]]) -> Any:
+    fig, ax = _figure()
+    sizes = [r["max_rows"] for r in rows]
+    ax.plot(sizes, [r["prepare_s"] for r in rows], marker="o", label="prepare (render, encode, shard)")
+    ax.plot(sizes, [r["round_s"] for r in rows], marker="s", label="one round (sample + train)")
+    ax.set(xscale="log", xlabel="training rows (data.max_rows)", ylabel="seconds", title="World preparation and round vs data size")
+    ax.set_xticks(sizes, labels=[str(k) for k in sizes])
+    ax.minorticks_off()
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def figures(doc: dict[str, Any], out_dir: Path) -> list[Path]:
+    """bank_size.png, shards.png, data_size.png and cache_memory.png in `out_dir` (when the JSON has scaling figures)."""
     if "scaling" not in doc:
         return []
     out_dir.mkdir(parents=True, exist_ok=True)
     s = doc["scaling"]
-    fig = Figure(figsize=(5.2, 3.2), dpi=110)
-    ax = fig.subplots()
-    for mode, marker in (("round", "o"), ("step", "s")):
-        rows = [r for r in s["bank_size"] if r["resample"] == mode]
-        ax.plot([r["bank_size"] for r in rows], [r["round_s"] for r in rows], marker=marker, label=f"reference drawn once per {mode}")
-    ax.set(xscale="log", xlabel="checkpoints in the bank (K)", ylabel="round wall time (s)", title="World round vs bank size (local bank)")
-    ax.set_xticks(list({r["bank_size"] for r in s["bank_size"]}), labels=[str(k) for k in sorted({r["bank_size"] for r in s["bank_size"]})])
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    paths = [out_dir / "bank_size.png"]
-    fig.savefig(paths[-1])
-    fig = Figure(figsize=(5.2, 3.2), dpi=110)
-    ax = fig.subplots()
-    shards = sorted({r["shards"] for r in s["shards"]})
-    for key, label, offset in (("wall_s", "wall incl. process start", -0.18), ("sampling_s", "sampling inside workers", 0.18)):
-        ax.bar([n + offset for n in shards], [statistics.median(r[key] for r in s["shards"] if r["shards"] == n) for n in shards],
-               width=0.34, label=label)  # fmt: skip
-    ax.set(xticks=shards, xlabel="sampling worker processes", ylabel="seconds (median)", title="World reference sampling vs shards")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    paths.append(out_dir / "shards.png")
-    fig.savefig(paths[-1])
-    fig = Figure(figsize=(5.2, 3.2), dpi=110)
-    ax = fig.subplots()
-    for name in dict.fromkeys(r["model"] for r in s["cache_memory"]):
-        rows = [r for r in s["cache_memory"] if r["model"] == name]
-        ax.plot([r["cached"] for r in rows], [r["rss_growth_bytes"] / MIB for r in rows], marker="o", label=f"{name}: RSS growth")
-        ax.plot([r["cached"] for r in rows], [r["tensor_bytes"] / MIB for r in rows], ls=":", label=f"{name}: tensor bytes")
-    ax.set(xlabel="checkpoints in the reference cache", ylabel="MiB", title="Reference-weight cache (full fine-tuning)")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    paths.append(out_dir / "cache_memory.png")
-    fig.savefig(paths[-1])
+    paths = []
+    drawn = [("bank_size.png", _bank_figure(s["bank_size"])), ("shards.png", _shard_figure(s["shards"])),
+             ("cache_memory.png", _cache_figure(s["cache_memory"]))]  # fmt: skip
+    if "data_size" in s:
+        drawn.append(("data_size.png", _data_figure(s["data_size"])))
+    for name, fig in drawn:
+        paths.append(out_dir / name)
+        fig.savefig(paths[-1])
     return paths
 
 

@@ -1,28 +1,34 @@
-"""Scaling figures of `seppo bench speed --scaling` (world model, local bank) and the presets' seconds per round.
+"""Scaling figures of `seppo bench speed --scaling` (world model) and the presets' seconds per round.
 
 - **Bank size K**: one round of the world workload after the bank holds K checkpoints (K = 1…32), with
   the reference drawn uniformly once per round and once per update (`bank.reference_resample`). The
-  bank is filled with copies of its last checkpoint (real bank commits with their training state, so
-  the next round trains from it); every copy is a distinct checkpoint to fetch, load and swap. Also
-  reported: distinct references and swaps of the round (from its plan) and the bytes the round newly
-  copied into the local checkpoint cache. The bank is a local folder: S3 (moto) is a test dependency,
-  not the benchmark's; `tests/integration/test_bank_s3.py` covers the S3 path.
-- **Sampling shards**: the round's reference samples split over 1 and 2 worker processes
-  (`sample_reference.run(shard, n_shards)`, each with cores / n torch threads), spawned the same way
-  for both, wall clock including process start and the sampling time inside the workers.
+  bank lives on an S3 server (moto's, over loopback HTTP, started in this process; a local folder
+  where moto is not installed: the row's `store` says which) and is filled with copies of its last
+  checkpoint (real bank commits with their training state, so the next round trains from it); every
+  copy is a distinct checkpoint to download, load and swap. Also reported: distinct references and
+  swaps of the round (from its plan) and the bytes the round newly downloaded into the local
+  checkpoint cache (a cache hit downloads nothing).
+- **Sampling shards**: the round's reference samples split over 1, 2 and 4 worker processes
+  (`sample_reference.run(shard, n_shards)`, each with max(1, cores / n) torch threads), spawned the
+  same way for all, wall clock including process start and the sampling time inside the workers.
+- **Data size**: prepare time (render + encode + shard) and one round's time vs `data.max_rows`: a
+  round's work is `samples_per_round` whatever the data size, so only preparation should grow.
 - **Reference-weight cache**: host memory the trainer's `ReferenceModel` cache holds per cached
-  checkpoint (RSS growth and tensor bytes), for full fine-tuning (LoRA adapters are not in the bank yet).
+  checkpoint (RSS growth and tensor bytes), for full fine-tuning.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import multiprocessing
 import os
 import shutil
+import socket
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +40,9 @@ from seppo_lib.bench.speed_project import prepare, project_config, project_round
 logger = logging.getLogger(__name__)
 
 BANK_SIZES = (1, 2, 4, 8, 16, 32)
-SHARDS = (1, 2)
+SHARDS = (1, 2, 4)
+DATA_SIZES = (64, 512, 2048)
+S3_BUCKET = "seppo-bench"
 
 
 def _dir_bytes(path: Path) -> int:
@@ -73,6 +81,37 @@ def _plan_refs(cfg: Any, data_dir: Path) -> tuple[int, int]:
     return len(set(ids)), 1 + sum(a != b for a, b in zip(ids, ids[1:], strict=False))
 
 
+@contextlib.contextmanager
+def _bank_store(mode: str) -> Iterator[tuple[str, tuple[str, ...]]]:
+    """(store name, config overrides) of the bank: S3 on an in-process moto server, else a local folder."""
+    try:
+        from moto.server import ThreadedMotoServer
+    except ImportError:
+        logger.warning("moto is not installed: the bank-size curve uses a local bank (pip install 'moto[server]' for S3)")
+        yield "local folder", ()
+        return
+    import boto3
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one INFO line per request otherwise
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    keys = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+    os.environ.update({k: v or "bench" for k, v in keys.items()})
+    try:
+        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket=S3_BUCKET)
+        yield "S3 (moto server, loopback HTTP)", (f"bank.uri=s3://{S3_BUCKET}/bank-{mode}", f"storage.s3_endpoint_url={endpoint}",
+                                                  "storage.s3_addressing_style=path", "storage.s3_region=us-east-1")  # fmt: skip
+    finally:
+        server.stop()
+        for k, v in keys.items():
+            if v is None:
+                os.environ.pop(k, None)
+
+
 def bank_size_curve(options: Any) -> list[dict[str, Any]]:
     """Round wall time vs bank size, per resample mode (one bank per mode, grown between points)."""
     model = MODELS["world"]
@@ -81,17 +120,37 @@ def bank_size_curve(options: Any) -> list[dict[str, Any]]:
     for mode in ("round", "step"):
         work = options.workdir / f"scaling-bank-{mode}"
         shutil.rmtree(work, ignore_errors=True)
-        cfg = project_config(model, work, w, options.precision, (f"bank.reference_resample={mode}",))
+        with _bank_store(mode) as (store, bank_overrides):
+            cfg = project_config(model, work, w, options.precision, (f"bank.reference_resample={mode}", *bank_overrides))
+            data_dir = prepare(cfg)
+            cache = Path(cfg.bank.cache_dir)
+            for size in BANK_SIZES:
+                _grow_bank(cfg, size)
+                distinct, swaps = _plan_refs(cfg, data_dir)
+                before = _dir_bytes(cache)
+                timing = project_round(cfg, data_dir, options.device)
+                rows.append({"resample": mode, "bank_size": size, "distinct_refs": distinct, "swaps": swaps, "store": store,
+                             "cache_bytes_fetched": _dir_bytes(cache) - before, **timing.as_dict()})  # fmt: skip
+                logger.info("bank %d (%s, %s): %.2f s", size, mode, store, timing.seconds)
+        shutil.rmtree(work, ignore_errors=True)
+    return rows
+
+
+def data_size_curve(options: Any) -> list[dict[str, Any]]:
+    """Prepare time and one round's time of the world workload vs data.max_rows (a fresh run per size)."""
+    model = MODELS["world"]
+    w = model.workload(options.device, options.quick)
+    rows = []
+    for size in DATA_SIZES[:2] if options.quick else DATA_SIZES:
+        work = options.workdir / f"scaling-data-{size}"
+        shutil.rmtree(work, ignore_errors=True)
+        cfg = project_config(model, work, w, options.precision, (f"data.max_rows={size}", "data.shard_size=256"))
+        start = time.perf_counter()
         data_dir = prepare(cfg)
-        cache = Path(cfg.bank.cache_dir)
-        for size in BANK_SIZES:
-            _grow_bank(cfg, size)
-            distinct, swaps = _plan_refs(cfg, data_dir)
-            before = _dir_bytes(cache)
-            timing = project_round(cfg, data_dir, options.device)
-            rows.append({"resample": mode, "bank_size": size, "distinct_refs": distinct, "swaps": swaps,
-                         "cache_bytes_fetched": _dir_bytes(cache) - before, **timing.as_dict()})  # fmt: skip
-            logger.info("bank %d (%s): %.2f s", size, mode, timing.seconds)
+        prepare_s = time.perf_counter() - start
+        timing = project_round(cfg, data_dir, options.device)
+        rows.append({"max_rows": size, "prepare_s": prepare_s, **timing.as_dict()})
+        logger.info("data %d rows: prepare %.1f s, round %.2f s", size, prepare_s, timing.seconds)
         shutil.rmtree(work, ignore_errors=True)
     return rows
 
@@ -108,7 +167,7 @@ def _shard_worker(cfg_json: str, data_dir: str, round_idx: int, out: str, shard:
 
 
 def shard_curve(options: Any) -> list[dict[str, Any]]:
-    """Sampling wall time of the world round over 1 and 2 spawned worker processes, alternated `repeats` times."""
+    """Sampling wall time of the world round over 1, 2 and 4 spawned worker processes, alternated `repeats` times."""
     model = MODELS["world"]
     w = model.workload(options.device, options.quick)
     work = options.workdir / "scaling-shards"
@@ -156,7 +215,8 @@ def cache_memory(options: Any, sizes: int = 4) -> list[dict[str, Any]]:
 
 
 def run_scaling(options: Any) -> dict[str, Any]:
-    return {"bank_size": bank_size_curve(options), "shards": shard_curve(options), "cache_memory": cache_memory(options)}
+    return {"bank_size": bank_size_curve(options), "shards": shard_curve(options), "data_size": data_size_curve(options),
+            "cache_memory": cache_memory(options)}  # fmt: skip
 
 
 def preset_rounds(preset: str, options: Any) -> dict[str, Any]:

@@ -166,6 +166,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
     _add_tune(bsub)
     _add_plots(bsub)
     _add_speed(bsub)
+    _add_sampler(bsub)
 
 
 def _plots(args: argparse.Namespace) -> int:
@@ -263,13 +264,54 @@ def _add_speed(bsub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"),
                    help="both sides' compute dtype: autocast for training, the sampler's dtype (default fp32)")
     p.add_argument("--models", help=f"comma-separated, from {', '.join(MODELS)} (default {','.join(DEFAULT_MODELS)}; "
-                   f"--quick: {','.join(QUICK_MODELS)})")  # fmt: skip
+                   f"--quick: {','.join(QUICK_MODELS)}), or none for a --scaling/--presets run only")  # fmt: skip
     p.add_argument("--repeats", type=int, help="timed rounds per side (default 3; --quick: 2)")
     p.add_argument("--ablations", help=f"comma-separated switches or none, from {', '.join(ABLATIONS)} "
                    f"(default {','.join(DEFAULT_ABLATIONS)}; --quick: {','.join(QUICK_ABLATIONS)})")  # fmt: skip
-    p.add_argument("--scaling", action="store_true", help="also: round time vs bank size, sampling shards, reference-cache memory")
+    p.add_argument("--scaling", action="store_true", help="also: round time vs bank size (an S3 bank on moto's server when moto is installed), "
+                   "sampling shards (1, 2, 4 processes), data size, reference-cache memory")
     p.add_argument("--presets", action="store_true", help="also: seconds per round of the tiny and world presets")
     p.add_argument("--quick", action="store_true",
                    help="small rounds, world + tiny-vae, 2 repeats, 3 ablations (about 4 min on 2 CPU cores)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
     p.set_defaults(func=_speed)
+
+
+def _sampler(args: argparse.Namespace) -> int:
+    from seppo_lib.bench.sampler_quality import SamplerOptions, parse_candidates, run_sampler_quality, sampler_table
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    options = SamplerOptions(out=Path(args.out), cache_dir=Path(args.workdir), model=args.model, prompts=args.prompts,
+                             samples=args.samples, tolerance=args.tolerance, candidates=parse_candidates(args.samplers))  # fmt: skip
+    doc = run_sampler_quality(options)
+    print(sampler_table(doc))
+    print(f"\nwrote {options.out} ({doc['wall_seconds']:.0f}s)")
+    return 0
+
+
+def _add_sampler(bsub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    from seppo_lib.bench.sampler_quality import CANDIDATES, SamplerOptions
+
+    default = ",".join(f"{n}:{s}:{e:g}" for n, s, e in CANDIDATES)
+    p = bsub.add_parser(
+        "sampler", help="reference-sample accuracy of faster samplers vs the world preset's, on the same prompts and seeds",
+        description="Samples the world base model on training-split prompts (the prompts reference samples are "
+        "drawn for) with each sampler, grades every image with the world's ground-truth scorer and compares each "
+        "candidate with the first sampler: paired difference of the all-attributes-correct score with a bootstrap 95%% "
+        "interval over prompts, wall time and speed-up. A candidate keeps quality when the interval contains 0 and its "
+        "half-width is at most --tolerance.",
+        epilog="example: seppo bench sampler --out docs/performance/sampler_quality.json",
+    )
+    add_output_arg(p, "the JSON file to write", required=True, metavar="JSON")
+    p.add_argument("--workdir", default="seppo-runs/bench-sampler", help="model cache folder")
+    p.add_argument("--model", default=SamplerOptions.model, help="model URI (default builtin:world-base)")
+    p.add_argument("--prompts", type=int, default=SamplerOptions.prompts, help="training-split prompts, drawn uniformly (default 256)")
+    p.add_argument("--samples-per-prompt", dest="samples", type=int, default=SamplerOptions.samples, help="samples per prompt")
+    p.add_argument("--samplers", default=default, help=f"SCHEDULER:STEPS[:ETA], comparator first (default {default})")
+    p.add_argument("--tolerance", type=float, default=SamplerOptions.tolerance,
+                   help="largest CI half-width that counts as 'unchanged' (default 0.05)")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
+    p.set_defaults(func=_sampler)

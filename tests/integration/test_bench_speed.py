@@ -22,11 +22,9 @@ def test_bench_plots_redraws_the_quality_figures(tmp_path: Path, capsys: pytest.
         assert (tmp_path / name).stat().st_size > 1000 and f"wrote {tmp_path / name}" in printed
 
 
-@pytest.mark.skipif(not (ROOT / "docs" / "performance" / "cpu.json").is_file(),
-                    reason="docs/performance/cpu.json is not measured yet (issue 18)")
 def test_bench_plots_redraws_the_speed_figures(tmp_path: Path) -> None:
-    assert main(["bench", "plots", "--speed", str(ROOT / "docs" / "performance" / "cpu.json"), "-o", str(tmp_path)]) == 0
-    assert sorted(p.name for p in tmp_path.glob("*.png")) == ["bank_size.png", "cache_memory.png", "shards.png"]
+    assert main(["bench", "plots", "--speed", str(ROOT / "docs" / "performance" / "cpu-scaling.json"), "-o", str(tmp_path)]) == 0
+    assert sorted(p.name for p in tmp_path.glob("*.png")) == ["bank_size.png", "cache_memory.png", "data_size.png", "shards.png"]
 
 
 def test_bench_plots_without_results_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
