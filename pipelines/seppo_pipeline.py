@@ -7,7 +7,7 @@ being MLflow's).
 
 `build_pipeline(config_json)` takes the resolved config JSON (`SeppoConfig.to_json()`) and
 unrolls the K rounds and the shard fan-out at compile time; methods without reference
-samples (sft, dpo) get no sampling tasks. The config is also the pipeline's run parameter
+samples (sft, dpo, kto: their `seppo_lib.methods` record) get no sampling tasks. The config is also the pipeline's run parameter
 `config_json` (default: the compiled config), so a run or recurring run may change any value
 except the compiled shape, which validate_config checks. Two more string parameters are set at
 submit time: `data_rev` (a DVC branch, tag or SHA; "" = data.dvc_rev) and `base_model` (e.g.
@@ -18,7 +18,8 @@ resolved config the dataset (and model) artifact carries, so a branch or champio
 mid-run does not change the run.
 
 Compile: `python pipelines/seppo_pipeline.py --config tiny --out pipeline.yaml`
-(or `seppo pipeline compile`). Module level imports: standard library and kfp only.
+(or `seppo pipeline compile`). Module level imports: standard library and kfp only (compiling reads the
+method registry, `seppo_lib.methods`, which imports no torch).
 """
 
 import json
@@ -80,10 +81,12 @@ RESOURCES = {
 
 def pipeline_shape(config: dict[str, Any]) -> dict[str, Any]:
     """What compiling fixes; must agree with seppo_lib.steps.validate_config.pipeline_shape."""
+    from seppo_lib.methods import method_spec  # no torch; the method's record says whether it samples
+
     return {
         "n_rounds": config["train"]["n_rounds"],
         "n_shards": config["sampling"]["n_shards"],
-        "needs_sampling": config["train"]["method"] in ("spin", "seppo"),
+        "needs_sampling": method_spec(config["train"]["method"]).needs_samples,
         "num_processes": config["train"]["num_processes"],
         "registers": config["tracking"]["enabled"],  # the model registry is MLflow's
     }

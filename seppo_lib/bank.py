@@ -3,8 +3,8 @@
 Layout under `<bank_uri>/<run_id>/`:
 
     manifest.json                  the committed checkpoints (schema: `seppo_lib.bank_manifest`)
-    initial/attempt-<uuid>/ ...    θ_0 (the base UNet: unet/ and scheduler/)
-    ckpt-<step>/attempt-<uuid>/    θ_k: unet/ (safetensors + config.json), state/ (training state)
+    initial/attempt-<uuid>/ ...    θ_0 (the base denoiser: the family's unet/ or transformer/, and scheduler/)
+    ckpt-<step>/attempt-<uuid>/    θ_k: that denoiser folder (safetensors + config.json) or adapter/ (lora), state/
 
 Commit protocol: every commit attempt uploads under its own `attempt-<uuid>/` prefix, verifies
 each uploaded object's sha256, and only then adds its entry (naming the attempt) to the manifest
@@ -201,12 +201,14 @@ class CheckpointBank:
                     raise CheckpointError(f"upload of {self.store.describe(key)} did not verify (sha256 mismatch)")
 
     def ensure_initial(self, model_dir: str | Path) -> BankEntry:
-        """Commit θ_0 (the base model's unet/ and scheduler/) once; later calls return it."""
+        """Commit θ_0 (the base model's denoiser folder, unet/ or transformer/, and scheduler/) once; later calls return it."""
+        from seppo_lib.families import family_for
+
         existing = self.entry_for_round(0)
         if existing is not None:
             return existing
         with tempfile.TemporaryDirectory() as tmp:
-            for part in ("unet", "scheduler"):
+            for part in (family_for(model_dir).denoiser_folder, "scheduler"):
                 shutil.copytree(Path(model_dir) / part, Path(tmp) / part)
             return self.commit(tmp, INITIAL, round_idx=0, step=0, parent=None)
 

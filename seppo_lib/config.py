@@ -14,18 +14,25 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import parse_qsl, urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from seppo_lib.config_loading import one_line, parse_override, read_yaml_file
+from seppo_lib.config_uris import S3URI, GitURI, Location, TrackingURI, check_uri
 from seppo_lib.errors import ConfigError
+from seppo_lib.methods import METHODS, method_choices, method_spec, unknown_method_message
 
-Method = Literal["sft", "dpo", "spin", "seppo"]
+
+def _registered_method(name: str) -> str:
+    if name not in METHODS:
+        raise PydanticCustomError("unknown_method", unknown_method_message(name))
+    return name
+
+
+Method = Annotated[str, AfterValidator(_registered_method)]  # a name in seppo_lib.methods.METHODS
 Criterion = Literal["sign", "indicator", "sft_mse", "none"]
 ReferenceStrategy = Literal["uniform", "latest", "initial"]
 
@@ -35,51 +42,6 @@ MAX_SEED = 2**32 - 1  # numpy and torch generators both take it
 DEFAULT_WORKDIR = "seppo-runs"
 #: bank fields that default to a folder under `workdir` (field -> folder name); docs show `<workdir>/<folder>`
 WORKDIR_DEFAULTS = {"uri": "bank", "cache_dir": "cache"}
-_SECRET_QUERY = re.compile(r"pass|secret|token|signature|credential|api[_-]?key|access[_-]?key", re.IGNORECASE)
-_CREDENTIAL_ENV = {
-    "http": "MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN)",
-    "s3": "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY",
-    "git": "a git credential helper or GIT_ASKPASS",
-}
-
-
-def _credentials_in(value: str) -> str | None:
-    """What credential a URI carries (password, token user, secret query), or None."""
-    if "://" not in value:
-        return None
-    try:
-        parts = urlsplit(value)
-        password, user = parts.password, parts.username
-    except ValueError:
-        return None  # not a URL the code could use either; the reader reports it
-    if password is not None:
-        return "a password (user:password@)"
-    if user and parts.scheme in ("http", "https"):
-        return "a user name or token (name@)"
-    if any(_SECRET_QUERY.search(k) for k, _ in parse_qsl(parts.query)):
-        return "a secret query parameter"
-    return None
-
-
-def _check_uri(value: str | None, kind: str) -> str | None:
-    found = _credentials_in(value) if value else None
-    if found:
-        raise PydanticCustomError(
-            "credentials_in_uri", f"URI contains {found}; remove it and set {_CREDENTIAL_ENV[kind]} in the environment"
-        )
-    return value
-
-
-def _no_credentials(kind: str) -> AfterValidator:
-    return AfterValidator(lambda value: _check_uri(value, kind))
-
-
-TrackingURI = Annotated[str | None, _no_credentials("http")]
-S3URI = Annotated[str | None, _no_credentials("s3")]
-GitURI = Annotated[str | None, _no_credentials("git")]
-Location = Annotated[str, _no_credentials("s3")]
-
-
 class _Section(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
@@ -120,6 +82,41 @@ class DataConfig(_Section):
     )
 
 
+class LoraSettings(_Section):
+    """LoRA adapter of `model.trainable=lora` (PEFT `LoraConfig`, injected with `unet.add_adapter` as diffusers'
+    scripts do). Defaults: diffusers examples/text_to_image/train_text_to_image_lora.py and
+    examples/dreambooth/train_dreambooth_lora.py (`--rank` 4, `lora_alpha=rank`, `init_lora_weights="gaussian"`,
+    UNet target_modules to_k/to_q/to_v/to_out.0); examples/research_projects/diffusion_dpo/train_diffusion_dpo.py
+    has the same defaults and its README runs `--rank=8`."""
+
+    rank: int = Field(4, ge=1, le=4096, description="r: rank of the LoRA update B·A (diffusers scripts' --rank, default 4).")
+    alpha: float | None = Field(
+        None, gt=0, le=1e6, description="LoRA α: the update is scaled by α/r; None = rank (scale 1), as the diffusers "
+        "scripts set lora_alpha=rank.",
+    )
+    dropout: float = Field(
+        0.0, ge=0.0, lt=1.0, description="Dropout on the LoRA branch's input in training, [0, 1) (train_dreambooth_lora.py "
+        "--lora_dropout, default 0).",
+    )
+    target_modules: list[str] = Field(
+        ["to_k", "to_q", "to_v", "to_out.0"], min_length=1,
+        description="UNet module names (suffixes) that get an adapter; default: the attention projections, as in "
+        "diffusers' train_text_to_image_lora.py / train_diffusion_dpo.py.",
+    )
+
+    @field_validator("target_modules")
+    @classmethod
+    def _modules_named(cls, modules: list[str]) -> list[str]:
+        if any(not m.strip() for m in modules) or len(set(modules)) != len(modules):
+            raise ValueError(f"target_modules must be distinct non-empty module names, got {modules}")
+        return modules
+
+    @property
+    def scale_alpha(self) -> float:
+        """The α PEFT gets (α/r scales the update)."""
+        return float(self.rank) if self.alpha is None else self.alpha
+
+
 class ModelConfig(_Section):
     pretrained: Location = Field(
         "builtin:world-base",
@@ -127,8 +124,12 @@ class ModelConfig(_Section):
         "an s3:// URI of one, a registry version models:/NAME@ALIAS or models:/NAME/VERSION (tracking URI from "
         "tracking.mlflow_uri / MLFLOW_TRACKING_URI), 'builtin:world-base' (shipped weights) or 'builtin:tiny-random' (random test model).",
     )
-    trainable: Literal["full", "motion"] = Field(
-        "full", description="Which UNet parameters train: all, or only AnimateDiff motion modules (video)."
+    trainable: Literal["full", "motion", "lora"] = Field(
+        "full", description="Which UNet parameters train: all, only AnimateDiff motion modules (video), or a LoRA "
+        "adapter (model.lora; bank checkpoints then hold the adapter only, θ_k = θ_0 + adapter_k).",
+    )
+    lora: LoraSettings = Field(
+        LoraSettings(), description="LoRA adapter of model.trainable=lora (rank, alpha, dropout, target_modules); ignored otherwise."
     )
     fallback: S3URI = Field(
         None, description="Base model used when model.pretrained is models:/NAME@ALIAS and the registry has no such model "
@@ -137,7 +138,7 @@ class ModelConfig(_Section):
 
 
 class TrainConfig(_Section):
-    method: Method = Field("seppo", description="sft | dpo (Diffusion-DPO, paired data) | spin (SPIN-Diffusion) | seppo.")
+    method: Method = Field("seppo", description=f"Training method (a record of seppo_lib.methods): {method_choices()}.")
     beta: float = Field(
         2000.0, gt=0, le=1e6,
         description="β: literal coefficient on the mean-MSE difference. Diffusion-DPO's script multiplies by 0.5, so its "
@@ -246,7 +247,7 @@ class EvalConfig(_Section):
     @classmethod
     def _paths_have_no_credentials(cls, paths: dict[str, str]) -> dict[str, str]:
         for value in paths.values():
-            _check_uri(value, "s3")
+            check_uri(value, "s3")
         return paths
 
 
@@ -331,24 +332,25 @@ class SeppoConfig(_Section):
 
     @model_validator(mode="after")
     def _check_method_reference(self) -> SeppoConfig:
-        required = {"spin": "latest", "dpo": "initial"}.get(self.train.method)
-        if required and self.bank.reference not in (None, required):
+        spec, chosen = method_spec(self.train.method), self.bank.reference
+        if chosen is None or chosen in spec.allowed_references:
+            return self
+        if not spec.needs_reference:
+            raise ValueError(f"train.method={spec.name} uses no reference model; leave bank.reference unset")
+        if len(spec.allowed_references) == 1:
+            required = spec.allowed_references[0]
             raise ValueError(
-                f"train.method={self.train.method} uses the '{required}' reference; "
-                f"bank.reference={self.bank.reference} contradicts it (leave it unset or set '{required}')"
+                f"train.method={spec.name} uses the '{required}' reference; "
+                f"bank.reference={chosen} contradicts it (leave it unset or set '{required}')"
             )
-        if self.train.method == "sft" and self.bank.reference is not None:
-            raise ValueError("train.method=sft uses no reference model; leave bank.reference unset")
-        return self
+        raise ValueError(f"train.method={spec.name} allows bank.reference {', '.join(spec.allowed_references)}; got {chosen}")
 
     # ---- derived values -------------------------------------------------
     @property
     def reference_strategy(self) -> ReferenceStrategy | None:
-        """The reference strategy actually used (None for sft)."""
-        if self.train.method == "sft":
-            return None
-        default = {"seppo": "uniform", "spin": "latest", "dpo": "initial"}[self.train.method]
-        return self.bank.reference or default  # type: ignore[return-value]
+        """The reference strategy actually used: bank.reference or the method's default (None: no reference)."""
+        default = method_spec(self.train.method).default_reference
+        return None if default is None else self.bank.reference or default
 
     @property
     def effective_batch(self) -> int:

@@ -21,11 +21,16 @@ FIELDS_HELP = "seppo config fields lists every field"
 
 def field_paths() -> dict[str, FieldInfo]:
     """Every config key by dotted path: top-level fields and sections (`train`), each section's fields (`train.beta`)."""
+    return _section_paths(SeppoConfig, "")
+
+
+def _section_paths(section: type[BaseModel], prefix: str) -> dict[str, FieldInfo]:
+    """The fields of `section` by dotted path, nested sections (`model.lora`) expanded after their own row."""
     paths: dict[str, FieldInfo] = {}
-    for name, field in SeppoConfig.model_fields.items():
-        paths[name] = field
+    for name, field in section.model_fields.items():
+        paths[f"{prefix}{name}"] = field
         if isinstance(field.default, BaseModel):
-            paths.update({f"{name}.{key}": sub for key, sub in type(field.default).model_fields.items()})
+            paths.update(_section_paths(type(field.default), f"{prefix}{name}."))
     return paths
 
 

@@ -1,17 +1,22 @@
 """Diffusion training helpers: shared (t, eps) draws, targets and per-sample errors.
 
-Noise schedules always come from the diffusers scheduler (`add_noise`,
-`get_velocity`); nothing here re-implements one.
+Noise schedules always come from the diffusers scheduler through the model family's noise process
+(families/base.py `NoiseProcess`, DDPM's in families/sd.py: `add_noise`, `get_velocity`); nothing
+here re-implements one. The denoiser forward is the family's `denoise`.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+
+from seppo_lib.families import Conditioning, ModelFamily, NoiseProcess, family_for, noise_for
+from seppo_lib.families.animatediff import frame_condition
+from seppo_lib.families.sd import ddpm_timestep
 
 
 @dataclass(frozen=True)
@@ -43,27 +48,25 @@ class SlotDraws:
 
 
 def slot_draws(
-    seeds: Sequence[int], latent_shape: tuple[int, ...], num_train_timesteps: int, caption_dropout: float, flip_prob: float
-) -> SlotDraws:
-    """Per-sample dropout, flip, t ~ U{0..T-1} and eps ~ N(0, I), each sample from its own seed (on CPU)."""
+    seeds: Sequence[int], latent_shape: tuple[int, ...], num_train_timesteps: int, caption_dropout: float, flip_prob: float,
+    draw_timestep: Callable[[torch.Generator], Tensor] | None = None,
+) -> SlotDraws:  # fmt: skip
+    """Per-sample dropout, flip, t and eps ~ N(0, I), each sample from its own seed (on CPU), in that order.
+
+    t ~ U{0..T-1} (DDPM), or `draw_timestep(generator)` (a family's noise process, e.g. flow matching)."""
     drop, flip, t, eps = [], [], [], []
     for seed in seeds:
         g = torch.Generator().manual_seed(seed)
         drop.append(torch.rand((), generator=g) < caption_dropout)
         flip.append(torch.rand((), generator=g) < flip_prob)
-        t.append(torch.randint(0, num_train_timesteps, (), generator=g))
+        t.append(draw_timestep(g) if draw_timestep is not None else ddpm_timestep(g, num_train_timesteps))
         eps.append(torch.randn(latent_shape, generator=g))
     return SlotDraws(drop=torch.stack(drop), flip=torch.stack(flip), noise=NoiseDraw(torch.stack(t), torch.stack(eps)))
 
 
 def training_target(scheduler, x0: Tensor, noise: Tensor, timesteps: Tensor) -> Tensor:  # type: ignore[no-untyped-def]
-    """The regression target: eps (epsilon) or the scheduler's velocity (v_prediction)."""
-    kind = scheduler.config.prediction_type
-    if kind == "epsilon":
-        return noise
-    if kind == "v_prediction":
-        return scheduler.get_velocity(x0, noise, timesteps)
-    raise ValueError(f"unsupported prediction_type {kind!r}: seppo trains epsilon or v_prediction models")
+    """The regression target of the scheduler's noise process (DDPM: eps, or the velocity for v_prediction)."""
+    return noise_for(scheduler).target(scheduler, x0, noise, timesteps)
 
 
 def per_sample_mse(pred: Tensor, target: Tensor) -> Tensor:
@@ -78,41 +81,40 @@ class PairBatch:
     noisy: Tensor  # (2B, ...)
     timesteps: Tensor  # (2B,)
     target: Tensor  # (2B, ...)
-    cond: Tensor  # (2B, L, D)
+    cond: Conditioning  # (2B, ...) rows
 
     @property
     def half(self) -> int:
         return self.noisy.shape[0] // 2
 
 
-def make_pair_batch(scheduler, x_w: Tensor, x_p: Tensor | None, cond: Tensor, draw: NoiseDraw) -> PairBatch:  # type: ignore[no-untyped-def]
+def make_pair_batch(scheduler, x_w: Tensor, x_p: Tensor | None, cond: Tensor | Conditioning, draw: NoiseDraw,  # type: ignore[no-untyped-def]
+                    noise: NoiseProcess | None = None) -> PairBatch:  # fmt: skip
     """Noise winners (and partners, when given) with the SAME (t, eps) and stack them.
 
-    With `x_p=None` (SFT) the batch holds the winners only.
+    With `x_p=None` (SFT) the batch holds the winners only. `noise`: the process (default: the
+    scheduler's, by its class).
     """
+    noise = noise or noise_for(scheduler)
     x0 = x_w if x_p is None else torch.cat([x_w, x_p])
     reps = 1 if x_p is None else 2
     t = draw.timesteps.repeat(reps)
     eps = draw.noise.repeat(reps, *([1] * (draw.noise.dim() - 1)))
-    noisy = scheduler.add_noise(x0, eps, t)
-    target = training_target(scheduler, x0, eps, t)
-    c = cond.repeat(reps, *([1] * (cond.dim() - 1)))
-    return PairBatch(noisy=noisy, timesteps=t, target=target, cond=c)
+    noisy = noise.add_noise(scheduler, x0, eps, t)
+    target = noise.target(scheduler, x0, eps, t)
+    return PairBatch(noisy=noisy, timesteps=t, target=target, cond=Conditioning.of(cond).repeat(reps))
 
 
 def unet_condition(unet: torch.nn.Module, cond: Tensor, sample: Tensor) -> Tensor:
     """`encoder_hidden_states` for `unet` on `sample`: (B, L, D) as given, except that diffusers'
     UNetMotionModel (AnimateDiff) takes one row per frame, (B·F, L, D), for 5-D (B, C, F, H, W)
     samples (UNet3DConditionModel repeats them itself)."""
-    model = getattr(unet, "module", unet)  # DDP-wrapped in multi-process training
-    if sample.dim() == 5 and type(model).__name__ == "UNetMotionModel":
-        return cond.repeat_interleave(sample.shape[2], dim=0)
-    return cond
+    return frame_condition(unet, Conditioning.of(cond), sample).hidden
 
 
-def model_errors(unet: torch.nn.Module, batch: PairBatch) -> Tensor:
-    """Per-sample errors of one batched forward over winners and partners."""
-    pred = unet(batch.noisy, batch.timesteps, encoder_hidden_states=unet_condition(unet, batch.cond, batch.noisy)).sample
+def model_errors(unet: torch.nn.Module, batch: PairBatch, family: ModelFamily | None = None) -> Tensor:
+    """Per-sample errors of one batched forward over winners and partners (the denoiser's family's forward)."""
+    pred = (family or family_for(unet)).denoise(unet, batch.noisy, batch.timesteps, batch.cond)
     return per_sample_mse(pred, batch.target)
 
 

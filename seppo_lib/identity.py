@@ -43,6 +43,7 @@ from typing import Any
 
 from seppo_lib.config import ConfigError, SeppoConfig
 from seppo_lib.errors import DataError, ModelError
+from seppo_lib.methods import method_spec
 
 logger = logging.getLogger(__name__)
 
@@ -58,12 +59,17 @@ _SAMPLING = ("scheduler", "num_inference_steps", "guidance_scale", "eta", "batch
              "precision", "channels_last", "compile")  # fmt: skip
 _DATA = ("format", "resolution", "num_frames", "frame_stride", "random_flip", "caption_dropout", "max_rows", "shard_size",
          "max_caption_tokens", "max_image_pixels")  # fmt: skip
+_LORA = ("rank", "alpha", "dropout", "target_modules")
+#: fields that shape the weights only under a setting (path prefix -> (field, value)): elsewhere they stay out of the
+#: payload, so a full run's id is what it was before model.lora existed
+ONLY_WHEN: dict[str, tuple[str, str]] = {"model.lora.": ("model.trainable", "lora")}
 #: What determines the weights (dotted config paths). Speed switches (channels_last, compile, adamw_impl,
 #: sampling batch size and shards) stay in: they agree "within float rounding", not bit for bit, and a
 #: bank's rounds must come from one numerics. Move a switch to EXCLUDED only once it is bit-identical.
 INCLUDED: tuple[str, ...] = (
     *(f"data.{k}" for k in _DATA),
     "model.trainable",
+    *(f"model.lora.{k}" for k in _LORA),
     *(f"train.{k}" for k in _TRAIN),
     "bank.reference", "bank.reference_resample",
     *(f"sampling.{k}" for k in _SAMPLING),
@@ -111,7 +117,8 @@ def _get(doc: dict[str, Any], path: str) -> Any:
 def payload(cfg: SeppoConfig) -> dict[str, Any]:
     """The values the run id hashes (`INCLUDED`), of the resolved config."""
     doc = resolve(cfg).model_dump(mode="json")
-    return {path: _get(doc, path) for path in INCLUDED}
+    off = [prefix for prefix, (field, value) in ONLY_WHEN.items() if _get(doc, field) != value]
+    return {path: _get(doc, path) for path in INCLUDED if not any(path.startswith(prefix) for prefix in off)}
 
 
 def identity_hash(cfg: SeppoConfig) -> str:
@@ -212,7 +219,7 @@ def data_version(cfg: SeppoConfig) -> _Version:
     if source.startswith("builtin:"):
         from seppo_lib.data.sources import builtin_params, builtin_source_version
 
-        params = builtin_params(source, max_rows=d.max_rows, paired=cfg.train.method == "dpo",
+        params = builtin_params(source, max_rows=d.max_rows, paired=method_spec(cfg.train.method).needs_pairs,
                                 num_frames=d.num_frames, frame_stride=d.frame_stride)  # fmt: skip
         return _Version(builtin_source_version(source, params), None)
     if source.startswith("s3://"):
@@ -228,7 +235,8 @@ def data_version(cfg: SeppoConfig) -> _Version:
 def base_model_version(cfg: SeppoConfig, uri: str | None = None) -> _Version:
     """The exact base model `uri` (default model.pretrained) is; a missing registry alias falls back to
     model.fallback when it is set (logged), else raises the registry's one-line error."""
-    from seppo_lib.models import REGISTRY_PREFIX, pin_registry_uri, resolve_model_dir, tiny_variant
+    from seppo_lib.model_uris import builtin_model
+    from seppo_lib.models import REGISTRY_PREFIX, pin_registry_uri, resolve_model_dir
     from seppo_lib.registry import RegistryError, parse_model_uri
     from seppo_lib.tracking.mlflow_env import resolve_tracking_uri
 
@@ -243,18 +251,19 @@ def base_model_version(cfg: SeppoConfig, uri: str | None = None) -> _Version:
             found = base_model_version(cfg, cfg.model.fallback)
             return _Version(found.version, found.pinned, fallback=True)
         return _Version(pinned, pinned)
-    if uri.startswith("builtin:tiny-random"):
-        variant = tiny_variant(uri)  # raises for an unknown variant
-        code = hashlib.sha256((Path(__file__).with_name("tiny.py")).read_bytes()).hexdigest()[:16]
-        return _Version(f"builder:tiny-random:{variant}@{code}", uri)
+    built = builtin_model(uri).version(uri) if uri.startswith("builtin:") else None  # raises for an unknown name
+    if built is not None:  # a model built by code (builtin:tiny-random): the builder's code is its version
+        return _Version(built, uri)
     if uri.startswith("s3://"):
         return _Version(f"s3:{_s3_listing(cfg, uri, 'model.pretrained')}", uri)
     if uri.startswith("builtin:"):
         folder = resolve_model_dir(uri, cfg.bank.cache_dir)
     else:
         folder = Path(uri.removeprefix("file://")).expanduser()
-        if not (folder / "unet").is_dir() or not (folder / "scheduler").is_dir():
-            raise ModelError(f"{uri} is not a diffusers model folder (needs unet/ and scheduler/)")
+        from seppo_lib.families.base import is_model_folder
+
+        if not is_model_folder(folder):
+            raise ModelError(f"{uri} is not a diffusers model folder (needs unet/ or transformer/, and scheduler/)")
     return _Version(f"md5:{content_digest(folder, cfg.bank.cache_dir)}", uri)
 
 

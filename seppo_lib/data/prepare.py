@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from seppo_lib.data.shards import DATASET_JSON, write_shard
+from seppo_lib.data.shards import DATASET_JSON, SHARD_HIDDEN, UNCOND_HIDDEN, write_shard
 from seppo_lib.data.sources import PreferenceRow, ValidationReport
 from seppo_lib.errors import DataError
 from seppo_lib.models import DiffusionModel
@@ -73,7 +73,7 @@ def _encode_chunk(model: DiffusionModel, rows: list[PreferenceRow], resolution: 
     _check_kind(model, rows[0])
     out = {
         "latents_w": model.encode_images(torch.stack([_pixels(r.winner, resolution) for r in rows])),
-        "text_emb": model.encode_prompts([r.caption for r in rows], max_tokens),
+        **model.condition([r.caption for r in rows], max_tokens, resolution).to_flat(SHARD_HIDDEN),
     }
     if paired:
         out["latents_l"] = model.encode_images(torch.stack([_pixels(r.loser, resolution) for r in rows]))  # type: ignore[arg-type]
@@ -131,7 +131,7 @@ def write_dataset(
     bar.close()
     if kept == 0:
         raise DataError(f"no valid rows in the data source: {report.summary()}")
-    save_file({"emb": model.encode_prompts([""], max_tokens)}, str(out_dir / "uncond.safetensors"))
+    save_file(model.condition([""], max_tokens, resolution).to_flat(UNCOND_HIDDEN), str(out_dir / "uncond.safetensors"))
     meta = {
         "rows": kept,
         "shards": shards,

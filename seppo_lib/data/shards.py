@@ -3,11 +3,16 @@
 A prepared dataset directory holds:
 
     dataset.json              row count, shard list, latent shape, paired flag, report, md5s
-    uncond.safetensors        {"emb": (1, L, D)} the "" caption embedding (CFG, caption dropout)
-    shard-00000.safetensors   {"latents_w": (n, ...), "latents_l": (n, ...)?, "text_emb": (n, L, D)}
+    uncond.safetensors        {"emb": (1, L, D), "cond.<key>": (1, ...)*} the "" caption's conditioning
+                              (CFG, caption dropout)
+    shard-00000.safetensors   {"latents_w": (n, ...), "latents_l": (n, ...)?, "text_emb": (n, L, D),
+                               "cond.<key>": (n, ...)*}
     shard-00000.json          {"captions": [...], "row_ids": [...]}
 
-The VAE and text encoder therefore never run in the training loop.
+The conditioning is a families.Conditioning flattened by `to_flat`: its "hidden" tensor under the
+legacy "text_emb" ("emb" in uncond), any other key (SDXL "pooled", "time_ids") as "cond.<key>"; a
+shard written before families (only "text_emb") reads as {"hidden": text_emb}. The VAE and text
+encoder therefore never run in the training loop.
 """
 
 from __future__ import annotations
@@ -25,8 +30,10 @@ from safetensors.torch import save_file
 from torch import Tensor
 
 from seppo_lib.errors import DataError
+from seppo_lib.families import Conditioning
 
 DATASET_JSON = "dataset.json"
+SHARD_HIDDEN, UNCOND_HIDDEN = "text_emb", "emb"  # where Conditioning.to_flat puts "hidden"
 
 
 def shard_name(index: int) -> str:
@@ -44,7 +51,11 @@ def write_shard(out_dir: Path, index: int, tensors: dict[str, Tensor], captions:
 class Batch:
     latents_w: Tensor
     latents_l: Tensor | None
-    text_emb: Tensor
+    cond: Conditioning
+
+    @property
+    def text_emb(self) -> Tensor:
+        return self.cond.hidden
 
 
 class LatentDataset:
@@ -73,9 +84,10 @@ class LatentDataset:
         return tuple(self.meta["latent_shape"])
 
     @cached_property
-    def uncond(self) -> Tensor:
+    def uncond(self) -> Conditioning:
+        """The conditioning of the "" caption (one row)."""
         with safe_open(str(self.root / "uncond.safetensors"), "pt") as f:
-            return f.get_tensor("emb")
+            return Conditioning.from_flat({k: f.get_tensor(k) for k in f.keys()}, UNCOND_HIDDEN)
 
     @cached_property
     def captions(self) -> list[str]:
@@ -104,8 +116,14 @@ class LatentDataset:
         return Batch(
             latents_w=self._rows("latents_w", idx),
             latents_l=self._rows("latents_l", idx) if self.paired else None,
-            text_emb=self._rows("text_emb", idx),
+            cond=Conditioning.from_flat({k: self._rows(k, idx) for k in self._cond_keys}, SHARD_HIDDEN),
         )
+
+    @cached_property
+    def _cond_keys(self) -> list[str]:
+        """The conditioning tensors of the shards (all shards hold the same keys)."""
+        keys = self._handle(self.shards[0]).keys()
+        return [k for k in keys if k == SHARD_HIDDEN or k.startswith("cond.")]
 
 
 def round_indices(n_rows: int, seed: int, round_idx: int, per_round: int) -> np.ndarray:

@@ -68,11 +68,12 @@ def generate_images(
         raise ModelError(f"{model.source} is a video model; sample it with seppo_lib.evaluation.video_eval.generate_clips")
     s = cfg.sampling
     shape = model.latent_shape(cfg.data.resolution)
-    uncond = model.encode_prompts([""], cfg.data.max_caption_tokens)
+    res, tokens = cfg.data.resolution, cfg.data.max_caption_tokens
+    uncond = model.condition([""], tokens, res)
     images: list[Image.Image] = []
     for start in range(0, len(plan), s.batch_size):
         chunk = plan[start : start + s.batch_size]
-        cond = model.encode_prompts([e.prompt for e in chunk], cfg.data.max_caption_tokens)
+        cond = model.condition([e.prompt for e in chunk], tokens, res)
         latents = sample_latents(
             model.unet,
             model.noise_scheduler.config,

@@ -13,11 +13,9 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from seppo_lib import plugins
 from seppo_lib.errors import DataError
-from seppo_lib.evaluation.scorer_choices import BUILTIN_PROMPTS
 
-#: Built-in prompt sets (image world and video world, held-out and training splits).
-BUILTIN_SPLITS = tuple(BUILTIN_PROMPTS)
 #: Column holding the prompt, by preference: Pick-a-Pic's `caption`, else `prompt`.
 CAPTION_COLUMNS = ("caption", "prompt")
 PARTI_COLUMN = "Prompt"
@@ -31,8 +29,8 @@ def load_prompts(source: str, limit: int | None = None) -> list[str]:
     """The prompts of `source` in file order, the first `limit` of them when given.
 
     source: a path or URI (file://, s3://) of a .txt, .jsonl, .parquet (or a folder of them),
-    .tsv or .json file, or `builtin:world-test` / `builtin:world-train` (image world),
-    `builtin:world-video-test` / `builtin:world-video-train` (video world).
+    .tsv or .json file, or a registered prompt set (`seppo_lib.plugins.prompt_sets`: `builtin:world-test` /
+    `builtin:world-train` (image world), `builtin:world-video-test` / `builtin:world-video-train` (video world)).
     """
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be >= 1 or None, got {limit}")
@@ -49,16 +47,9 @@ def load_prompts(source: str, limit: int | None = None) -> list[str]:
 
 
 def _builtin(source: str) -> list[str]:
-    if source not in BUILTIN_SPLITS:
-        raise PromptFileError(f"unknown built-in prompt set {source!r}; use one of {', '.join(BUILTIN_SPLITS)}")
-    world, split = BUILTIN_PROMPTS[source]
-    if world == "video":
-        from seppo_lib.world.video import motion_split
-
-        return [prompt.text for prompt in motion_split(split)]  # type: ignore[arg-type]
-    from seppo_lib.world.grammar import split_prompts
-
-    return [prompt.text for prompt in split_prompts(split)]  # type: ignore[arg-type]
+    if source not in plugins.prompt_sets:
+        raise PromptFileError(f"unknown built-in prompt set {source!r}; use one of {', '.join(plugins.prompt_sets.names())}")
+    return list(plugins.prompt_sets.get(source).prompts())
 
 
 def _download(uri: str, tmp: Path) -> Path:

@@ -2,8 +2,9 @@
 
 Imports neither torch nor a model, so the validate_config step can run them in milliseconds.
 
-- Image models: :data:`IMAGE_SCORERS`, per image.
-- Video models (a video UNet, ``data.format: video`` or ``data.source: builtin:world-video``):
+- Image models: :func:`image_scorers`, per image: the registered ones (``seppo_lib.plugins.scorers``: the
+  built-in world's ``world``) and :data:`MODEL_SCORERS`.
+- Video models (a video UNet, ``data.format: video`` or a video ``builtin:`` source such as ``builtin:world-video``):
   :data:`CLIP_SCORERS` (per clip: ``world_motion``, ``psnr``, ``ssim``) and :data:`SET_SCORERS`
   (set-level Fréchet distances ``fvd``, ``fid``; lower is better). ``psnr``/``ssim``/``fvd``/``fid``
   compare with *reference clips*: the video world's ground-truth renders of the prompts, or the
@@ -15,9 +16,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from seppo_lib import plugins
 from seppo_lib.config import ConfigError, SeppoConfig
 
-IMAGE_SCORERS: tuple[str, ...] = ("world", "pickscore", "clip", "aesthetic", "hpsv2", "imagereward")
+#: Image scorers with model weights (seppo_lib.evaluation.scorers builds them).
+MODEL_SCORERS: tuple[str, ...] = ("pickscore", "clip", "aesthetic", "hpsv2", "imagereward")
 CLIP_SCORERS: tuple[str, ...] = ("world_motion", "psnr", "ssim")
 SET_SCORERS: tuple[str, ...] = ("fvd", "fid")
 VIDEO_SCORERS: tuple[str, ...] = CLIP_SCORERS + SET_SCORERS
@@ -28,18 +31,18 @@ REFERENCE_SCORERS: tuple[str, ...] = ("psnr", "ssim", "fvd", "fid")
 #: eval.scorer_paths key of a user folder of reference clips (video only; not a scorer).
 REFERENCE_KEY = "reference_clips"
 VIDEO_MODELS = ("builtin:tiny-random:video", "builtin:tiny-random:motion", "builtin:world-video-base")
-#: Built-in prompt sets: name -> (world, split).
-BUILTIN_PROMPTS: dict[str, tuple[str, str]] = {
-    "builtin:world-test": ("image", "test"),
-    "builtin:world-train": ("image", "train"),
-    "builtin:world-video-test": ("video", "test"),
-    "builtin:world-video-train": ("video", "train"),
-}
+
+
+def image_scorers() -> tuple[str, ...]:
+    """Every image scorer name: the registered ones, then the weight-based ones."""
+    return (*plugins.scorers.names(), *MODEL_SCORERS)
 
 
 def config_is_video(cfg: SeppoConfig) -> bool:
-    """True when the config trains a video model: data.format video, the video world, or a video UNet."""
-    if cfg.data.format == "video" or cfg.data.source == "builtin:world-video":
+    """True when the config trains a video model: data.format video, a video builtin: source, or a video UNet."""
+    source = cfg.data.source
+    builtin = source.startswith("builtin:") and source in plugins.data_sources
+    if cfg.data.format == "video" or (builtin and plugins.data_sources.get(source).video):
         return True
     model = cfg.model.pretrained
     if model in VIDEO_MODELS:
@@ -60,7 +63,8 @@ def unet_config_is_video(config_file: Path) -> bool:
 def check_eval_config(cfg: SeppoConfig, video: bool) -> None:
     """One-line ConfigError unless eval.* fits an image (`video` False) or video model."""
     scorers, metric = cfg.eval.scorers, cfg.eval.gate_metric
-    valid, other, kind = (VIDEO_SCORERS, IMAGE_SCORERS, "video") if video else (IMAGE_SCORERS, VIDEO_SCORERS, "image")
+    image = image_scorers()
+    valid, other, kind = (VIDEO_SCORERS, image, "video") if video else (image, VIDEO_SCORERS, "image")
     for name in scorers:
         if name in other:
             raise ConfigError(
@@ -80,10 +84,11 @@ def check_eval_config(cfg: SeppoConfig, video: bool) -> None:
 
 
 def _check_prompts(cfg: SeppoConfig, video: bool) -> None:
-    world = BUILTIN_PROMPTS.get(cfg.eval.prompts, (None,))[0]
-    if world is None or (world == "video") == video:
+    sets = plugins.prompt_sets
+    if cfg.eval.prompts not in sets or sets.get(cfg.eval.prompts).video == video:
         return
-    fits = [name for name, (w, _) in BUILTIN_PROMPTS.items() if (w == "video") == video]
+    world = "video" if sets.get(cfg.eval.prompts).video else "image"
+    fits = [name for name in sets.names() if sets.get(name).video == video]
     raise ConfigError(
         f"eval.prompts={cfg.eval.prompts!r} are {world}-world prompts, but this is {'a video' if video else 'an image'} model; "
         f"use {' or '.join(fits)} or a prompt file"

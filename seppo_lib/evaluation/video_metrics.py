@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
+from seppo_lib import plugins
 from seppo_lib.config import SamplingConfig
 from seppo_lib.errors import DataError, ModelError
 from seppo_lib.models import DiffusionModel
@@ -132,10 +133,8 @@ def sample_clips(
 
 def world_scores(clips: Tensor, prompts: Sequence[str]) -> list[dict[str, float]]:
     """The video world's ground-truth 0/1 checks (colour, shape, direction, count, all) per clip."""
-    from seppo_lib.world.motion_scorer import score_clips
-    from seppo_lib.world.video import parse_motion
-
-    return score_clips(list(to_uint8_clips(clips)), [parse_motion(p) for p in prompts])
+    world = plugins.video_worlds.get(plugins.VIDEO_WORLD)
+    return world.score_clips(list(to_uint8_clips(clips)), [world.parse(p) for p in prompts])
 
 
 def summarize(scores: Sequence[dict[str, float]]) -> dict[str, float]:
@@ -159,8 +158,8 @@ def world_video_accuracy(
     Clip size and frame count default to the ones the model was trained on (its recipe.json).
     """
     from seppo_lib.models import load_model
-    from seppo_lib.world.video import choose_motion_prompts, motion_split
 
+    world = plugins.video_worlds.get(plugins.VIDEO_WORLD)
     model = load_model(str(model_dir), cache_dir)
     trained = _recipe(Path(model_dir))
     max_tokens = int(trained.get("max_caption_tokens", 16))
@@ -172,8 +171,7 @@ def world_video_accuracy(
         "resolution": resolution, "frames": frames,
     }
     for split in ("test", "train"):
-        n = min(prompts_per_split, len(motion_split(split)))  # type: ignore[arg-type]
-        prompts = [p.text for p in choose_motion_prompts(split, n, seed) for _ in range(samples)]  # type: ignore[arg-type]
+        prompts = [text for text in world.choose_prompts(split, prompts_per_split, seed) for _ in range(samples)]
         seeds = [sample_seed(seed, 0, i) for i in range(len(prompts))]
         clips = sample_clips(model, prompts, seeds, sampling, resolution=resolution, frames=frames, max_tokens=max_tokens)
         out[split] = summarize(world_scores(clips, prompts))

@@ -22,18 +22,16 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 import torch
 from torch import Tensor
 
+from seppo_lib import plugins
 from seppo_lib.config import SeppoConfig
 from seppo_lib.errors import DataError
 from seppo_lib.evaluation.generate import EvalSample
 from seppo_lib.evaluation.scorer_choices import REFERENCE_KEY
-
-if TYPE_CHECKING:
-    from seppo_lib.world.video import MotionPrompt
 
 logger = logging.getLogger(__name__)
 
@@ -59,14 +57,13 @@ def to_uint8(pixels: Tensor) -> Tensor:
     return ((pixels.float() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
 
 
-def parse_world_prompts(plan: Sequence[EvalSample]) -> list[MotionPrompt]:
+def parse_world_prompts(plan: Sequence[EvalSample]) -> list[Any]:
     """The video-world prompt of every plan entry; a one-line DataError names the first that is not one."""
-    from seppo_lib.world.video import parse_motion
-
+    parse = plugins.video_worlds.get(plugins.VIDEO_WORLD).parse
     parsed = []
     for e in plan:
         try:
-            parsed.append(parse_motion(e.prompt))
+            parsed.append(parse(e.prompt))
         except DataError as err:
             raise DataError(
                 f"eval.prompts: prompt {e.prompt_index} ({err}); world_motion and the world's reference clips need "
@@ -79,8 +76,8 @@ def world_references(cfg: SeppoConfig, plan: Sequence[EvalSample]) -> References
     """The video world's ground-truth clip of every plan entry, seeded by the entry's seed."""
     from seppo_lib.data.prepare import preprocess_clip
     from seppo_lib.data.video import frames_needed
-    from seppo_lib.world.video import render_clip
 
+    render_clip = plugins.video_worlds.get(plugins.VIDEO_WORLD).render_clip
     d = cfg.data
     size, frames = max(RENDER_SIZE, d.resolution), frames_needed(d.num_frames, d.frame_stride)
     clips = []

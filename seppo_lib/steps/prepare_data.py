@@ -13,12 +13,13 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from seppo_lib import identity
+from seppo_lib import identity, plugins
 from seppo_lib.config import SeppoConfig
 from seppo_lib.data.prepare import write_dataset
 from seppo_lib.data.rows import ValidationReport
 from seppo_lib.data.sources import WORLD_SIZE, builtin_params, iter_rows  # noqa: F401 - WORLD_SIZE: tests import it here
 from seppo_lib.errors import DataError
+from seppo_lib.methods import method_spec
 from seppo_lib.export import registry_uri, resolve_model_uri
 from seppo_lib.models import load_model
 from seppo_lib.storage.base import local_io
@@ -48,7 +49,8 @@ def materialize_source(cfg: SeppoConfig, scratch: Path) -> tuple[Path, dict[str,
     else:
         path = Path(source.removeprefix("file://")).expanduser()
     if not path.exists():
-        raise DataError(f"data source {source} does not exist (set data.source to a folder, parquet file, s3:// URI, builtin:world or builtin:world-video)")
+        raise DataError(f"data source {source} does not exist (set data.source to a folder, parquet file, s3:// URI or one of "
+                        f"{', '.join(plugins.data_sources.names())})")  # fmt: skip
     md5 = identity.content_digest(path, cfg.bank.cache_dir)  # a local source was hashed when resolved: stat only
     resolved_md5 = cfg.resolved.data_md5 if cfg.resolved and cfg.resolved.data_version.startswith("md5:") else None
     if resolved_md5 and md5 != resolved_md5:
@@ -58,21 +60,10 @@ def materialize_source(cfg: SeppoConfig, scratch: Path) -> tuple[Path, dict[str,
 
 
 def _builtin_source(cfg: SeppoConfig, scratch: Path) -> Path:
-    """The built-in world's training images (or the video world's clips), generated once per parameter set."""
-    params = builtin_params(cfg.data.source, max_rows=cfg.data.max_rows, paired=cfg.train.method == "dpo",
+    """The local data of a registered `builtin:` source (`seppo_lib.plugins.data_sources`), generated on first use."""
+    params = builtin_params(cfg.data.source, max_rows=cfg.data.max_rows, paired=method_spec(cfg.train.method).needs_pairs,
                             num_frames=cfg.data.num_frames, frame_stride=cfg.data.frame_stride)  # fmt: skip
-    if cfg.data.source == "builtin:world":
-        from seppo_lib.world.generate import generate_dataset as generate
-
-        path = scratch / "world-train"
-    else:
-        from seppo_lib.world.video import generate_video_dataset as generate  # type: ignore[assignment]
-
-        path = scratch / f"world-video-train-f{params['frames']}"
-    if not (path / "metadata.jsonl").is_file():
-        shutil.rmtree(path, ignore_errors=True)
-        generate(path, **params)  # type: ignore[arg-type]
-    return path
+    return plugins.data_sources.get(cfg.data.source).materialize(params, scratch, Path(cfg.bank.cache_dir))
 
 
 def _download_s3_source(cfg: SeppoConfig, path: Path) -> None:
@@ -123,7 +114,7 @@ def _prepare(cfg: SeppoConfig, output_dir: str | Path) -> dict[str, Any]:
             max_tokens=cfg.data.max_caption_tokens,
             shard_size=cfg.data.shard_size,
             max_rows=cfg.data.max_rows,
-            paired=cfg.train.method == "dpo",
+            paired=method_spec(cfg.train.method).needs_pairs,
             extra_meta={**provenance, "config_hash": cfg.config_hash(), "model": cfg.model.pretrained,
                         "identity": identity.lineage_tags(cfg)},  # fmt: skip
         )

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from seppo_lib.bank import INITIAL, CheckpointBank
 from seppo_lib.config import SeppoConfig
 from seppo_lib.data.shards import LatentDataset
 from seppo_lib.identity import resolve
+from seppo_lib.lora import AdapterSwap, inject_adapter
 from seppo_lib.models import load_unet
 from seppo_lib.progress import Progress
 from seppo_lib.sampling import prepare_sampler, sample_latents, sample_seed
@@ -39,10 +42,11 @@ def run(cfg: SeppoConfig, data_dir: str | Path, round_idx: int, output_dir: str 
     dev = device()
     s = cfg.sampling
     bar: Progress[None] = Progress(total=len(slots), desc=f"sample round {round_idx} shard {shard}/{n_shards}", unit="img")
+    sampler_for = _samplers(cfg, bank, dev, plan.family.denoiser_folder)
     for ckpt_id in dict.fromkeys(slot_refs):
         pick = [i for i, r in enumerate(slot_refs) if r == ckpt_id]
-        unet = prepare_sampler(load_unet(bank.fetch(ckpt_id) / "unet"), s, dev)
-        cond = dataset.get(plan.rows[slots[pick]]).text_emb
+        unet = sampler_for(ckpt_id)
+        cond = dataset.get(plan.rows[slots[pick]]).cond
         out = sample_latents(
             unet,
             plan.noise_scheduler.config,
@@ -65,6 +69,23 @@ def run(cfg: SeppoConfig, data_dir: str | Path, round_idx: int, output_dir: str 
     used = sorted(set(slot_refs))
     logger.info("round %d shard %d: %d reference samples from %s", round_idx, shard, len(slots), ", ".join(used))
     return {"round": round_idx, "shard": shard, "samples": len(slots), "ckpt_ids": used}
+
+
+def _samplers(cfg: SeppoConfig, bank: CheckpointBank, dev: torch.device, folder: str = "unet") -> Callable[[str], torch.nn.Module]:
+    """checkpoint id -> its sampling UNet: each checkpoint's UNet, or (model.trainable=lora) one prepared θ_0 UNet
+    whose injected adapter is swapped in place per checkpoint (θ_0 = the zero adapter), never reloading the base."""
+    if cfg.model.trainable != "lora":
+        return lambda ckpt_id: prepare_sampler(load_unet(bank.fetch(ckpt_id) / folder), cfg.sampling, dev)
+    base = load_unet(bank.fetch(INITIAL) / folder)
+    inject_adapter(base, cfg.model.lora)
+    model = prepare_sampler(base, cfg.sampling, dev)
+    swap = AdapterSwap(base, bank)
+
+    def use(ckpt_id: str) -> torch.nn.Module:
+        swap.use(ckpt_id)
+        return model
+
+    return use
 
 
 def _decode_roundtrip(cfg: SeppoConfig, latents: torch.Tensor, dev: torch.device) -> torch.Tensor:

@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from seppo_lib import plugins
 from seppo_lib.config import ConfigError, SeppoConfig
-from seppo_lib.evaluation.prompts import BUILTIN_SPLITS
 from seppo_lib.evaluation.scorer_choices import check_eval_config, config_is_video
+from seppo_lib.methods import method_spec
 
 MLFLOW_SCHEMES = ("http", "https", "file", "sqlite", "postgresql", "mysql", "mssql", "databricks")
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
@@ -30,7 +31,7 @@ def pipeline_shape(cfg: SeppoConfig) -> dict[str, Any]:
     return {
         "n_rounds": cfg.train.n_rounds,
         "n_shards": cfg.sampling.n_shards,
-        "needs_sampling": cfg.train.method in ("spin", "seppo"),
+        "needs_sampling": method_spec(cfg.train.method).needs_samples,
         "num_processes": cfg.train.num_processes,
         "registers": cfg.tracking.enabled,  # the model registry is MLflow's
     }
@@ -54,9 +55,11 @@ def _check_location(field: str, uri: str, *, kind: str = "path") -> None:
         raise ConfigError(f"{field}={uri!r} has an unsupported scheme; use a local path, file:// or s3://bucket/prefix")
     path = Path(uri.removeprefix("file://")).expanduser()
     if kind == "model":
-        if not (path / "unet").is_dir() or not (path / "scheduler").is_dir():
+        from seppo_lib.families.base import is_model_folder
+
+        if not is_model_folder(path):
             raise ConfigError(
-                f"{field}={uri!r} is not a diffusers model folder (needs unet/ and scheduler/); "
+                f"{field}={uri!r} is not a diffusers model folder (needs unet/ or transformer/, and scheduler/); "
                 "use a model folder, an s3:// URI, models:/NAME@ALIAS or a builtin: model"
             )
     elif not path.exists():
@@ -141,7 +144,7 @@ def run(config_json: str, *, expect: dict[str, Any] | None = None, shared_storag
             f"bank.uri={cfg.bank.uri!r} is local, but on a cluster every step runs in its own pod; "
             "set bank.uri=s3://bucket/prefix"
         )
-    if cfg.eval.prompts not in BUILTIN_SPLITS:
+    if cfg.eval.prompts not in plugins.prompt_sets:
         _check_location("eval.prompts", cfg.eval.prompts)
     # scorers fit the model kind, the gate is scored; scorer weights are checked by the evaluate step (on a
     # cluster they may be mounted in its pod only)

@@ -20,6 +20,7 @@ from seppo_lib.bank import CheckpointBank
 from seppo_lib.config import SeppoConfig
 from seppo_lib.data.shards import round_indices
 from seppo_lib.errors import DataError
+from seppo_lib.methods import method_spec
 from seppo_lib.reference import reference_schedule
 
 REFS_TENSORS = "references.safetensors"
@@ -35,17 +36,20 @@ class RoundPlan:
     effective_batch: int
     needs_samples: bool
     noise_scheduler: Any
+    family: Any = None  # the model family of θ_0 (families.ModelFamily): denoiser folder, noise process
 
     def slot_ref(self, slot: int) -> str:
         return self.ref_ids[slot // self.effective_batch]
 
 
 def plan_round(cfg: SeppoConfig, bank: CheckpointBank, round_idx: int, n_rows: int) -> RoundPlan:
-    from diffusers import DDPMScheduler
+    from seppo_lib.families import family_for
 
     ids = [e.id for e in bank.entries() if e.round < round_idx]
     if not ids:
         raise DataError(f"bank {bank.uri} has no θ_0; prepare the run (seppo prepare / train) first")
+    theta0 = bank.fetch(ids[0])
+    family = family_for(theta0)
     strategy = cfg.reference_strategy
     ref_ids = (
         reference_schedule(ids, strategy, cfg.bank.reference_resample, cfg.train.updates_per_round, cfg.train.seed, round_idx)
@@ -58,8 +62,9 @@ def plan_round(cfg: SeppoConfig, bank: CheckpointBank, round_idx: int, n_rows: i
         bank_ids=ids,
         ref_ids=ref_ids,
         effective_batch=cfg.effective_batch,
-        needs_samples=cfg.train.method in ("spin", "seppo"),
-        noise_scheduler=DDPMScheduler.from_pretrained(bank.fetch(ids[0]) / "scheduler"),
+        needs_samples=method_spec(cfg.train.method).needs_samples,
+        noise_scheduler=family.load_noise_scheduler(theta0),
+        family=family,
     )
 
 

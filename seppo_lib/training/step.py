@@ -1,21 +1,25 @@
-"""One micro-batch loss: batched policy forward on winner + partner, reference forward, loss."""
+"""One micro-batch loss, for any registered method (`seppo_lib.methods`): a batched policy forward on
+the winners (and the partners, when the method has one), the reference forward (when it has a
+reference), then the method's own loss on the per-sample errors."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
 from seppo_lib.config import SeppoConfig
 from seppo_lib.diffusion import NoiseDraw, make_pair_batch, model_errors
-from seppo_lib.losses import dpo_loss, flip_rate, implicit_accuracy, preference_logits, seppo_terms, sft_loss
+from seppo_lib.errors import TrainingError
+from seppo_lib.methods import MethodSpec, StepErrors, method_spec
 
 
 @dataclass(frozen=True)
 class StepInputs:
     x_w: Tensor  # (B, ...) winner latents
-    x_p: Tensor | None  # (B, ...) partner: reference sample (spin/seppo) or data loser (dpo)
+    x_p: Tensor | None  # (B, ...) partner: reference sample (spin/seppo) or data loser (dpo/kto)
     cond: Tensor  # (B, L, D) text embeddings after caption dropout
     timesteps: Tensor  # (B,) shared by winner and partner
     noise: Tensor  # (B, ...) shared by winner and partner
@@ -23,27 +27,31 @@ class StepInputs:
 
 @dataclass(frozen=True)
 class UpdateMetrics:
-    loss: float = 0.0
-    implicit_acc: float = 0.0
-    flip_rate: float = 0.0
-    err_policy_w: float = 0.0
-    err_ref_w: float = 0.0
-    err_policy_r: float = 0.0
-    err_ref_r: float = 0.0
+    """The metrics of one micro-batch (or their sum over an update), by name: the method's `metrics`.
+
+    Read a value as `m.values["loss"]` or `m.loss`."""
+
+    values: Mapping[str, float] = field(default_factory=dict)
 
     @classmethod
     def zeros(cls) -> UpdateMetrics:
         return cls()
 
+    def __getattr__(self, name: str) -> float:
+        values = self.__dict__.get("values", {})
+        if name in values:
+            return values[name]
+        raise AttributeError(f"{type(self).__name__} has no metric {name!r}")
+
     def __add__(self, other: UpdateMetrics) -> UpdateMetrics:
-        return UpdateMetrics(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
+        names = dict.fromkeys([*self.values, *other.values])
+        return UpdateMetrics({k: self.values.get(k, 0.0) + other.values.get(k, 0.0) for k in names})
 
     def scaled(self, k: float) -> UpdateMetrics:
-        return UpdateMetrics(*(getattr(self, f.name) * k for f in fields(self)))
+        return UpdateMetrics({name: v * k for name, v in self.values.items()})
 
-    def as_dict(self, method: str) -> dict[str, float]:
-        keep = ("loss", "err_policy_w") if method == "sft" else tuple(f.name for f in fields(self))
-        return {k: getattr(self, k) for k in keep}
+    def as_dict(self) -> dict[str, float]:
+        return dict(self.values)
 
 
 def compute_loss(
@@ -54,36 +62,37 @@ def compute_loss(
     inputs: StepInputs,
     device: torch.device,
 ) -> tuple[Tensor, UpdateMetrics]:
-    """Batch-mean loss (with grad) and detached metrics for one micro-batch."""
-    method = cfg.train.method
+    """Batch-mean loss (with grad) and detached metrics for one micro-batch of method train.method."""
+    spec = method_spec(cfg.train.method)
     draw = NoiseDraw(timesteps=inputs.timesteps.to(device), noise=inputs.noise.to(device))
-    x_p = inputs.x_p.to(device) if inputs.x_p is not None and method != "sft" else None
+    x_p = inputs.x_p.to(device) if inputs.x_p is not None and spec.partner != "none" else None
+    if (spec.partner != "none" and x_p is None) or (spec.needs_reference and ref_unet is None):
+        raise TrainingError(f"method {spec.name} needs a reference model and a partner sample")
     batch = make_pair_batch(noise_scheduler, inputs.x_w.to(device), x_p, inputs.cond.to(device), draw)
     policy_err = model_errors(unet, batch)
-    if method == "sft":
-        loss = sft_loss(policy_err).mean()
-        return loss, UpdateMetrics(loss=loss.item(), err_policy_w=policy_err.mean().item())
-    if ref_unet is None or x_p is None:
-        raise ValueError(f"method {method} needs a reference model and a partner sample")
-    with torch.no_grad():
-        ref_err = model_errors(ref_unet, batch)
-    b = batch.half
-    pw, pp, rw, rp = policy_err[:b], policy_err[b:], ref_err[:b], ref_err[b:]
-    if method == "dpo":
-        per_sample = dpo_loss(pw, rw, pp, rp, beta=cfg.train.beta)
-        s = torch.ones_like(pw)
-        logits = preference_logits(pw, rw, pp, rp).detach()
-    else:
-        criterion = "none" if method == "spin" else cfg.train.criterion
-        terms = seppo_terms(pw, rw, pp, rp, beta=cfg.train.beta, criterion=criterion)
-        per_sample, s, logits = terms.loss, terms.s, terms.logits
-    loss = per_sample.mean()
-    return loss, UpdateMetrics(
-        loss=loss.item(),
-        implicit_acc=implicit_accuracy(logits).item(),
-        flip_rate=flip_rate(s).item(),
-        err_policy_w=pw.mean().item(),
-        err_ref_w=rw.mean().item(),
-        err_policy_r=pp.mean().item(),
-        err_ref_r=rp.mean().item(),
-    )
+    ref_err = None
+    if spec.needs_reference and ref_unet is not None:
+        with torch.no_grad():
+            ref_err = model_errors(ref_unet, batch)
+    errors = _split(policy_err, ref_err, inputs.x_w.shape[0] if x_p is not None else None)
+    terms = spec.loss(errors, cfg.train)
+    loss = terms.loss.mean()
+    return loss, _metrics(spec, {"loss": loss, **terms.logged}, errors)
+
+
+def _split(policy_err: Tensor, ref_err: Tensor | None, half: int | None) -> StepErrors:
+    """Winner and partner errors of the batched forward (partners follow the winners when `half` is set)."""
+    if half is None:
+        return StepErrors(policy_w=policy_err, ref_w=ref_err)
+    assert ref_err is not None  # a method with a partner has a reference (MethodSpec)
+    return StepErrors(policy_err[:half], ref_err[:half], policy_err[half:], ref_err[half:])
+
+
+def _metrics(spec: MethodSpec, logged: Mapping[str, Tensor], errors: StepErrors) -> UpdateMetrics:
+    """The method's declared metrics: its loss terms and the error means, as floats."""
+    means = {"err_policy_w": errors.policy_w, "err_ref_w": errors.ref_w, "err_policy_r": errors.policy_p, "err_ref_r": errors.ref_p}
+    available = {**{k: v.mean() for k, v in means.items() if v is not None}, **logged}
+    missing = [name for name in spec.metrics if name not in available]
+    if missing:
+        raise TrainingError(f"method {spec.name} declares metric {missing[0]!r} but its loss does not return it")
+    return UpdateMetrics({name: available[name].item() for name in spec.metrics})

@@ -1,8 +1,9 @@
 """One training round: U optimizer updates on (winner, partner) pairs, then a bank commit.
 
-Methods share one loop (ALGORITHM.md): `sft` uses winners only; `dpo` pairs winners with
-the dataset's losers against the frozen θ_0; `spin` and `seppo` pair winners with
-reference samples from the bank (spin = latest reference, no anchor criterion).
+Methods share one loop (ALGORITHM.md); their records (`seppo_lib.methods`) say what differs:
+`sft` uses winners only; `dpo` and `kto` pair winners with the dataset's losers against the
+frozen θ_0; `spin` and `seppo` pair winners with reference samples from the bank (spin = latest
+reference, no anchor criterion).
 """
 
 from __future__ import annotations
@@ -17,11 +18,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from seppo_lib.bank import BankEntry, CheckpointBank, checkpoint_id
-from seppo_lib.config import ConfigError, SeppoConfig
+from seppo_lib.bank import INITIAL, BankEntry, CheckpointBank, checkpoint_id
+from seppo_lib.config import ConfigError, LoraSettings, SeppoConfig
 from seppo_lib.data.shards import LatentDataset
 from seppo_lib.diffusion import slot_draws, slot_seed, speed_up
 from seppo_lib.errors import CheckpointError, DataError, TrainingError
+from seppo_lib.lora import AdapterSwap, adapter_parameters, inject_adapter, is_adapter_checkpoint, read_adapter, save_adapter
+from seppo_lib.lora import load_adapter_ as load_adapter
+from seppo_lib.methods import method_spec
+from seppo_lib.families import family_for
 from seppo_lib.models import load_unet
 from seppo_lib.progress import Progress
 from seppo_lib.tracking import NullLogger, RunLogger
@@ -39,14 +44,24 @@ class RoundResult:
     metrics: list[dict[str, float]]
 
 
-def trainable_parameters(unet: torch.nn.Module, mode: str) -> list[torch.nn.Parameter]:
-    """Parameters that train: all, or only AnimateDiff motion modules."""
-    if mode == "full":
-        return list(unet.parameters())
+def _motion_parameters(unet: torch.nn.Module) -> list[torch.nn.Parameter]:
     params = [p for n, p in unet.named_parameters() if "motion_modules" in n]
     if not params:
         raise CheckpointError(f"model.trainable=motion but {type(unet).__name__} has no motion_modules")
     return params
+
+
+#: model.trainable -> the parameters that train: all, only AnimateDiff motion modules, or the LoRA adapter's
+TRAINABLE = {
+    "full": lambda unet: list(unet.parameters()),
+    "motion": _motion_parameters,
+    "lora": lambda unet: list(adapter_parameters(unet).values()),
+}
+
+
+def trainable_parameters(unet: torch.nn.Module, mode: str) -> list[torch.nn.Parameter]:
+    """Parameters that train (`TRAINABLE[mode]`)."""
+    return TRAINABLE[mode](unet)
 
 
 ADAMW_IMPL = {"for-loop": {"foreach": False}, "foreach": {"foreach": True}, "fused": {"fused": True}}  # train.adamw_impl
@@ -67,16 +82,22 @@ class ReferenceModel:
     """A frozen UNet whose weights are swapped in place (a tensor copy) from bank checkpoints.
 
     The last `cache_size` checkpoints' weights stay in host memory, so alternating between
-    references (reference_resample=step) never rereads a file.
+    references (reference_resample=step) never rereads a file. With `lora` the UNet is the base
+    (θ_0) with an injected adapter, and only the adapter's tensors are swapped (`AdapterSwap`).
     """
 
     def __init__(
         self, template_dir: Path, bank: CheckpointBank, device: torch.device, cache_size: int = 4, *,
-        channels_last: bool = False, compile: bool = False,
+        channels_last: bool = False, compile: bool = False, lora: LoraSettings | None = None,
     ) -> None:  # fmt: skip
-        unet = load_unet(template_dir).to(device).requires_grad_(False).eval()
+        unet = load_unet(template_dir)
+        if lora is not None:
+            inject_adapter(unet, lora)
+        unet = unet.to(device).requires_grad_(False).eval()
+        self.swap = AdapterSwap(unet, bank) if lora is not None else None
         self.unet = speed_up(unet, channels_last=channels_last, compile=compile)
         self.bank = bank
+        self.folder = template_dir.name  # the denoiser folder of every checkpoint
         self.current: str | None = None
         self.cache: OrderedDict[str, dict[str, torch.Tensor]] = OrderedDict()
         self.cache_size = cache_size
@@ -87,13 +108,16 @@ class ReferenceModel:
         if ckpt_id in self.cache:
             self.cache.move_to_end(ckpt_id)
         else:
-            path = self.bank.fetch(ckpt_id) / "unet" / "diffusion_pytorch_model.safetensors"
+            path = self.bank.fetch(ckpt_id) / self.folder / "diffusion_pytorch_model.safetensors"
             self.cache[ckpt_id] = load_file(str(path))
             while len(self.cache) > self.cache_size:
                 self.cache.popitem(last=False)
         return self.cache[ckpt_id]
 
     def use(self, ckpt_id: str) -> torch.nn.Module:
+        if self.swap is not None:
+            self.swap.use(ckpt_id)
+            return self.unet
         if ckpt_id != self.current:
             self.unet.load_state_dict(self._weights(ckpt_id), strict=True)
             self.current = ckpt_id
@@ -120,8 +144,8 @@ def train_round(
     if parent is None:
         raise CheckpointError(f"round {round_idx - 1} is not committed in {bank.uri}; run the rounds in order")
     plan = plan_round(cfg, bank, round_idx, len(dataset))
-    if cfg.train.method == "dpo" and not dataset.paired:
-        raise DataError("train.method=dpo needs paired data (a loser per row); prepare a Pick-a-Pic parquet or a paired folder")
+    if method_spec(cfg.train.method).needs_pairs and not dataset.paired:
+        raise DataError(f"train.method={cfg.train.method} needs paired data (a loser per row); prepare a Pick-a-Pic parquet or a paired folder")
     if plan.needs_samples:
         if references is None:
             raise DataError(f"round {round_idx} of method {cfg.train.method} needs reference samples; run sample_reference first")
@@ -133,7 +157,13 @@ def train_round(
             f"train.num_processes={cfg.train.num_processes} but accelerate launched {accelerator.num_processes} processes; set them equal"
         )
     parent_dir = bank.fetch(parent.id)
-    unet = speed_up(load_unet(parent_dir / "unet"), channels_last=cfg.train.channels_last)
+    lora = cfg.model.lora if cfg.model.trainable == "lora" else None
+    folder = plan.family.denoiser_folder  # "unet", or "transformer" (sd3)
+    unet_dir = bank.fetch(INITIAL) / folder if lora else parent_dir / folder  # lora: θ_0's UNet + the parent's adapter
+    unet = load_unet(unet_dir)
+    if lora is not None:
+        _adapt(unet, lora, cfg.train.seed, parent.id, parent_dir)
+    unet = speed_up(unet, channels_last=cfg.train.channels_last)
     if cfg.train.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
     unet.requires_grad_(False)
@@ -151,17 +181,28 @@ def train_round(
     unet = speed_up(unet, compile=cfg.train.compile)
     unet.train()
     fast = {"channels_last": cfg.train.channels_last, "compile": cfg.train.compile}
-    ref = ReferenceModel(parent_dir / "unet", bank, accelerator.device, **fast) if plan.ref_ids else None
+    ref = ReferenceModel(unet_dir, bank, accelerator.device, lora=lora, **fast) if plan.ref_ids else None
 
     metrics = _run_updates(cfg, accelerator, unet, optimizer, lr_scheduler, ref, dataset, plan, references, run_logger or NullLogger(), progress)
     progress["samples_seen"] = expected_seen + cfg.samples_per_round
     if accelerator.is_main_process:
-        _commit(accelerator.unwrap_model(unet), optimizer, lr_scheduler, bank, round_idx, progress, parent.id)
+        base_model = cfg.resolved.base_model if cfg.resolved else None
+        _commit(accelerator.unwrap_model(unet), optimizer, lr_scheduler, bank, round_idx, progress, parent.id, lora, base_model)
     accelerator.wait_for_everyone()
     entry = bank.entry_for_round(round_idx)
     if entry is None:
         raise CheckpointError(f"round {round_idx} finished but its checkpoint is not in {bank.uri}")
     return RoundResult(entry, skipped=False, metrics=metrics)
+
+
+def _adapt(unet: torch.nn.Module, lora: LoraSettings, seed: int, parent_id: str, parent_dir: Path) -> None:
+    """Inject the adapter into the base UNet and load the parent's (round 1: the fresh adapter, B = 0, so θ_0 exactly)."""
+    inject_adapter(unet, lora, seed)
+    if parent_id == INITIAL:
+        return
+    if not is_adapter_checkpoint(parent_dir):
+        raise CheckpointError(f"model.trainable=lora but checkpoint {parent_id} holds no adapter/; it is not from a lora run")
+    load_adapter(unet, read_adapter(parent_dir)[0])
 
 
 def _run_updates(
@@ -193,7 +234,7 @@ def _run_updates(
         optimizer.zero_grad(set_to_none=True)
         _ensure_finite(accelerator, where, weight=torch.stack([p.detach().isfinite().all() for p in unet.parameters()]).all())
         progress["global_step"] += 1
-        row = totals.as_dict(cfg.train.method)
+        row = totals.as_dict()
         row.update(grad_norm=float(grad_norm), lr=float(lr_scheduler.get_last_lr()[0]), round=float(plan.round_idx))
         if ref_id is not None:
             row["ref_ckpt"] = float(plan.bank_ids.index(ref_id))
@@ -254,15 +295,16 @@ def _step_inputs(
     batch = dataset.get(plan.rows[slots])
     x_w = batch.latents_w
     partner = None
-    if cfg.train.method == "dpo":
+    if method_spec(cfg.train.method).partner == "data_loser":
         partner = batch.latents_l
     elif plan.needs_samples and references is not None:
         partner = references.latents_for(slots)
     seeds = [slot_seed(cfg.train.seed, plan.round_idx, int(j)) for j in slots]
     flip_prob = 0.5 if cfg.data.random_flip else 0.0
     num_train_timesteps = int(plan.noise_scheduler.config.num_train_timesteps)
-    draws = slot_draws(seeds, tuple(x_w.shape[1:]), num_train_timesteps, cfg.data.caption_dropout, flip_prob)
-    cond = torch.where(draws.drop[:, None, None], dataset.uncond.expand_as(batch.text_emb), batch.text_emb)
+    draws = slot_draws(seeds, tuple(x_w.shape[1:]), num_train_timesteps, cfg.data.caption_dropout, flip_prob,
+                       lambda g: plan.family.draw_timestep(g, plan.noise_scheduler))  # fmt: skip
+    cond = batch.cond.where(draws.drop, dataset.uncond)
     x_w = torch.where(_bcast(draws.flip, x_w), x_w.flip(-1), x_w)
     if partner is not None:
         partner = torch.where(_bcast(draws.flip, partner), partner.flip(-1), partner)
@@ -281,9 +323,15 @@ def _commit(
     round_idx: int,
     progress: dict[str, int],
     parent_id: str,
+    lora: LoraSettings | None = None,
+    base_model: str | None = None,
 ) -> BankEntry:
+    """Commit θ_round: the UNet (or, with `lora`, the adapter only, on the bank's θ_0) and the training state."""
     with tempfile.TemporaryDirectory() as tmp:
-        unet.save_pretrained(Path(tmp) / "unet", safe_serialization=True)
+        if lora is None:
+            unet.save_pretrained(Path(tmp) / family_for(unet).denoiser_folder, safe_serialization=True)
+        else:
+            save_adapter(unet, tmp, lora, base_model)
         save_training_state(Path(tmp) / "state", optimizer, lr_scheduler, dict(progress))
         step = progress["global_step"]
         return bank.commit(tmp, checkpoint_id(step), round_idx=round_idx, step=step, parent=parent_id)

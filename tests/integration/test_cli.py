@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from seppo_lib.cli import main
-from seppo_lib.models import BUILTIN_WORLD_BASE
+from seppo_lib.world.builtin import BUILTIN_WORLD_BASE
 from tests.helpers import make_image_folder
 
 

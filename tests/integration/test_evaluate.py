@@ -14,7 +14,7 @@ from seppo_lib.config import ConfigError, SeppoConfig
 from seppo_lib.evaluation.plots import cell_size, grid_size
 from seppo_lib.sampling import sample_seed
 from seppo_lib.steps import evaluate, prepare_data
-from seppo_lib.tiny import build_tiny_model
+from seppo_lib.testing.tiny_models import build_tiny_model
 from tests.helpers import make_image_folder, tiny_config
 from tests.tiny_clip import build_tiny_clip
 

@@ -13,7 +13,7 @@ from mlflow import MlflowClient
 from seppo_lib.config import ConfigError, SeppoConfig
 from seppo_lib.errors import SeppoError
 from seppo_lib.steps import evaluate
-from seppo_lib.tiny import build_tiny_model
+from seppo_lib.testing.tiny_models import build_tiny_model
 from seppo_lib.tracking.mlflow_logger import PARENT_TAG, MlflowLogger, replay_spool
 from seppo_lib.tracking.steps import step_tracking
 from tests.helpers import make_image_folder, tiny_config

@@ -22,7 +22,7 @@ from seppo_lib.evaluation.video_refs import RENDER_SIZE, folder_references, to_u
 from seppo_lib.sampling import sample_seed
 from seppo_lib.steps import evaluate
 from seppo_lib.steps import validate_config as validate_step
-from seppo_lib.tiny import build_tiny_model
+from seppo_lib.testing.tiny_models import build_tiny_model
 from seppo_lib.world.video import generate_video_dataset, parse_motion, render_clip
 
 FAST = ["sampling.num_inference_steps=2", "eval.max_prompts=3", "eval.images_per_prompt=2", "eval.bootstrap=200",

@@ -57,7 +57,7 @@ def _commands(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()) -> li
 
 def test_model_arguments_take_builtin_uris(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from seppo_lib.cli.world import _model_dir
-    from seppo_lib.models import BUILTIN_WORLD_BASE
+    from seppo_lib.world.builtin import BUILTIN_WORLD_BASE
 
     monkeypatch.chdir(tmp_path)
     assert _model_dir("builtin:world-base") == BUILTIN_WORLD_BASE

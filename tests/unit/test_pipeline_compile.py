@@ -162,8 +162,9 @@ def test_secret_names_match_the_k8s_templates() -> None:
     assert set(s3_keys) == set(module.S3_KEYS) and set(mlflow_keys) == set(module.MLFLOW_KEYS)
 
 
-def test_sft_has_no_sampling_tasks_and_chains_rounds(tmp_path: Path) -> None:
-    spec, _ = _compile(tmp_path, "train.method=sft", "train.n_rounds=3")
+@pytest.mark.parametrize("method", ["sft", "kto"])
+def test_methods_without_samples_have_no_sampling_tasks_and_chain_rounds(tmp_path: Path, method: str) -> None:
+    spec, _ = _compile(tmp_path, f"train.method={method}", "train.n_rounds=3")
     tasks = _tasks(spec)
     assert not any(n.startswith("sample-reference") or n.startswith("for-loop") for n in tasks)
     assert tasks["train-round-3"]["dependentTasks"] == ["prepare-data", "train-round-2"]

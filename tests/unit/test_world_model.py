@@ -12,7 +12,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from seppo_lib.models import BUILTIN_WORLD_BASE, load_model
+from seppo_lib.models import load_model
+from seppo_lib.world.builtin import BUILTIN_WORLD_BASE
 from seppo_lib.world.pretrain import Recipe, pretrain
 
 

@@ -9,7 +9,8 @@ import torch
 from safetensors.torch import load_file
 
 from seppo_lib.config import SamplingConfig
-from seppo_lib.models import BUILTIN_WORLD_VIDEO_BASE, load_model
+from seppo_lib.models import load_model
+from seppo_lib.world.builtin import BUILTIN_WORLD_VIDEO_BASE
 
 MAX_WEIGHT_BYTES = 20 * 1024 * 1024
 RECIPE = json.loads((BUILTIN_WORLD_VIDEO_BASE / "recipe.json").read_text())

@@ -2,7 +2,8 @@
 
 Names and weight locations (`eval.scorer_paths.<name>`; a local path or s3:// URI each):
 
-- ``world``: no weights (the built-in world's ground truth).
+- ``world``: no weights (the built-in world's ground truth); like every scorer registered in
+  ``seppo_lib.plugins.scorers``, built by its plugin.
 - ``pickscore``: CLIPModel folder (PickScore_v1), processor files beside it or in `processor/`.
 - ``clip``: CLIPModel folder (processor files beside it or in `processor/`).
 - ``aesthetic``: ``"<clip_dir>::<head_file>"`` (ViT-L/14 CLIP folder and the LAION head file).
@@ -17,8 +18,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from seppo_lib import plugins
 from seppo_lib.config import ConfigError
-from seppo_lib.evaluation.scorer_choices import IMAGE_SCORERS
+from seppo_lib.evaluation.scorer_choices import image_scorers
 from seppo_lib.evaluation.scorers.base import (
     Scorer,
     ScorerError,
@@ -35,13 +37,11 @@ from seppo_lib.evaluation.scorers.clip import (
     pickscore_from_embeddings,
 )
 from seppo_lib.evaluation.scorers.external import HPSv2Scorer, ImageRewardScorer
-from seppo_lib.evaluation.scorers.world import WorldScorer
 
 if TYPE_CHECKING:
     from seppo_lib.config import EvalConfig, StorageConfig
 
 __all__ = [
-    "SCORER_NAMES",
     "AestheticScorer",
     "ClipScoreScorer",
     "HPSv2Scorer",
@@ -50,14 +50,12 @@ __all__ = [
     "Scorer",
     "ScorerError",
     "ScorerNotInstalledError",
-    "WorldScorer",
     "build_scorer",
     "build_scorers",
     "clip_score_from_embeddings",
     "pickscore_from_embeddings",
 ]
 
-SCORER_NAMES: tuple[str, ...] = IMAGE_SCORERS  # video scorers: seppo_lib.evaluation.video_eval
 AESTHETIC_SEPARATOR = "::"
 
 
@@ -71,14 +69,13 @@ def build_scorer(
     storage: StorageConfig | None = None,
 ) -> Scorer:
     """The scorer `name` with weights from `path` (local path or s3:// URI; s3 is cached in `cache_dir`)."""
-    if name not in SCORER_NAMES:
-        raise ConfigError(f"unknown scorer {name!r} in eval.scorers; use one of {', '.join(SCORER_NAMES)}")
+    names = image_scorers()  # video scorers: seppo_lib.evaluation.video_eval
+    if name not in names:
+        raise ConfigError(f"unknown scorer {name!r} in eval.scorers; use one of {', '.join(names)}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if name == "world":
-        if path:
-            raise ConfigError(f"the world scorer takes no weights; remove {config_key(name)}")
-        return WorldScorer()
+    if name in plugins.scorers:
+        return plugins.scorers.get(name).build(path, device, batch_size)  # type: ignore[no-any-return]
     where = {"cache_dir": cache_dir, "storage": storage}
     if name == "aesthetic":
         clip_loc, head_loc = _split_aesthetic(path)
