@@ -41,12 +41,34 @@ def _adapter(cfg: SeppoConfig, round_idx: int) -> dict[str, torch.Tensor]:
 
 
 def _base_weights(unet: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The policy's non-adapter tensors under the base UNet's own names (PEFT's `.base_layer` removed)."""
-    return {n.replace(".base_layer", ""): p.detach().clone() for n, p in unet.named_parameters() if ".lora_" not in n}
+    """The policy's non-adapter tensors (parameters and buffers, e.g. SD3's positional embedding) under the base
+    denoiser's own names (PEFT's `.base_layer` removed)."""
+    return {n.replace(".base_layer", ""): t.detach().clone() for n, t in unet.state_dict().items() if ".lora_" not in n}
 
 
-@pytest.mark.parametrize("method", ["sft", "dpo", "spin", "seppo"])
-def test_lora_rounds_train_only_the_adapter(method: str, tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+SD3_TARGETS = ",".join(load_config("sd35-pickapic-lora").model.lora.target_modules)  # the joint-attention projections
+# family -> (tiny model URI, extra overrides)
+LORA_FAMILIES = {
+    "sdxl": ("builtin:tiny-random:sdxl", []),
+    "sd3": ("builtin:tiny-random:sd3", ["sampling.scheduler=euler", f"model.lora.target_modules=[{SD3_TARGETS}]"]),
+}
+NO_T5 = {"sd3": {"text_encoder_3": None, "tokenizer_3": None}}
+METHODS = ("sft", "dpo", "spin", "seppo")
+#: every method on the sd tiny model (fast), and on every other LoRA family (slow)
+METHOD_CASES = [("sd", m) for m in METHODS] + [pytest.param(f, m, marks=pytest.mark.slow) for f in LORA_FAMILIES for m in METHODS]
+
+
+def _family_overrides(family: str) -> tuple[str, ...]:
+    if family == "sd":
+        return ()
+    uri, extra = LORA_FAMILIES[family]
+    return (f"model.pretrained={uri}", "data.resolution=16", *extra)
+
+
+@pytest.mark.parametrize(("family", "method"), METHOD_CASES)
+def test_lora_rounds_train_only_the_adapter(
+    family: str, method: str, tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from seppo_lib.training import trainer
 
     committed: list[dict[str, torch.Tensor]] = []
@@ -63,18 +85,19 @@ def test_lora_rounds_train_only_the_adapter(method: str, tmp_path: Path, data_di
 
     monkeypatch.setattr(trainer, "_commit", spy_commit)
     monkeypatch.setattr(trainer.ReferenceModel, "__init__", spy_ref)
-    cfg = lora_config(tmp_path, data_dir, f"train.method={method}")
+    cfg = lora_config(tmp_path, data_dir, f"train.method={method}", *_family_overrides(family))
     run_rounds(cfg, InMemoryLogger())
     bank = open_bank(cfg)
     entries = bank.entries()
     assert [e.round for e in entries] == [0, 1, 2]
-    theta0 = load_file(str(bank.fetch("initial") / "unet" / "diffusion_pytorch_model.safetensors"))
+    den = "transformer" if family == "sd3" else "unet"
+    theta0 = load_file(str(bank.fetch("initial") / den / "diffusion_pytorch_model.safetensors"))
     for e in entries[1:]:  # adapter-only checkpoints: adapter/ + state/, lora tensors only, a small fraction of θ_0
         assert {rel.split("/")[0] for rel in e.files} == {ADAPTER_DIR, "state"}
         tensors = load_file(str(bank.fetch(e.id) / ADAPTER_DIR / ADAPTER_FILE))
         assert tensors and all(".lora_A." in k or ".lora_B." in k for k in tensors)
         size = (bank.fetch(e.id) / ADAPTER_DIR / ADAPTER_FILE).stat().st_size
-        assert size < 0.15 * (bank.fetch("initial") / "unet" / "diffusion_pytorch_model.safetensors").stat().st_size
+        assert size < 0.15 * (bank.fetch("initial") / den / "diffusion_pytorch_model.safetensors").stat().st_size
     a1, a2 = _adapter(cfg, 1), _adapter(cfg, 2)
     assert max(float(v.abs().max()) for k, v in a1.items() if ".lora_B." in k) > 0  # B left its zero init
     assert max(float((a1[k] - a2[k]).abs().max()) for k in a1) > 0  # round 2 moved the adapter again
@@ -164,13 +187,6 @@ def test_lora_reference_samples_of_theta0_are_the_base_models(tmp_path: Path, da
     assert refs[0].abs().max() > 0 and torch.equal(refs[0], refs[1])
 
 
-SD3_TARGETS = ",".join(load_config("sd35-pickapic-lora").model.lora.target_modules)  # the joint-attention projections
-# family -> (tiny model URI, extra overrides)
-LORA_FAMILIES = {
-    "sdxl": ("builtin:tiny-random:sdxl", []),
-    "sd3": ("builtin:tiny-random:sd3", ["sampling.scheduler=euler", f"model.lora.target_modules=[{SD3_TARGETS}]"]),
-}
-NO_T5 = {"sd3": {"text_encoder_3": None, "tokenizer_3": None}}
 
 
 @pytest.mark.parametrize("family", list(LORA_FAMILIES))
