@@ -71,3 +71,18 @@ def random_step_inputs(batch: int = 8, seed: int = 0):  # type: ignore[no-untype
         timesteps=torch.randint(0, 1000, (batch,), generator=g),
         noise=torch.randn(batch, 3, 8, 8, generator=g),
     )
+
+
+def perturbed_tiny_models(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """(noise scheduler, policy UNet nudged away from the reference, frozen reference UNet) of the tiny model."""
+    import torch
+
+    from seppo_lib.models import load_model
+
+    model = load_model("builtin:tiny-random", tmp_path / "cache", with_text=False)
+    ref = load_model("builtin:tiny-random", tmp_path / "cache", with_text=False).unet.requires_grad_(False)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in model.unet.parameters():
+            p.add_(0.003 * torch.randn_like(p))
+    return model.noise_scheduler, model.unet, ref

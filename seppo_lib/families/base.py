@@ -75,7 +75,7 @@ from __future__ import annotations
 import json
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -120,43 +120,33 @@ def load_builtin() -> None:
         importlib.import_module(f"seppo_lib.families.{name}")
 
 
-class _LazyRegistry(dict):  # type: ignore[type-arg]
-    """A dict whose reads first import the built-in modules (BUILTIN), so FAMILIES/NOISES are complete when read."""
+class _LazyRegistry(MutableMapping[str, Any]):
+    """A mapping whose reads first import the built-in modules (BUILTIN), so FAMILIES/NOISES are complete when
+    read (`get`, `keys`, `items`, `in`, ... all go through `__getitem__` / `__iter__`); writes do not import."""
 
-    def __getitem__(self, key: Any) -> Any:
-        load_builtin()
-        return super().__getitem__(key)
+    def __init__(self) -> None:
+        self._items: dict[str, Any] = {}
 
-    def __contains__(self, key: object) -> bool:
+    def __getitem__(self, key: str) -> Any:
         load_builtin()
-        return super().__contains__(key)
+        return self._items[key]
 
-    def __iter__(self) -> Any:
+    def __setitem__(self, key: str, value: Any) -> None:
+        self._items[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        del self._items[key]
+
+    def __iter__(self) -> Iterator[str]:
         load_builtin()
-        return super().__iter__()
+        return iter(self._items)
 
     def __len__(self) -> int:
         load_builtin()
-        return super().__len__()
-
-    def get(self, key: Any, default: Any = None) -> Any:
-        load_builtin()
-        return super().get(key, default)
-
-    def keys(self) -> Any:
-        load_builtin()
-        return super().keys()
-
-    def values(self) -> Any:
-        load_builtin()
-        return super().values()
-
-    def items(self) -> Any:
-        load_builtin()
-        return super().items()
+        return len(self._items)
 
 
-NOISES: dict[str, NoiseProcess] = _LazyRegistry()  # scheduler class name -> its process
+NOISES: MutableMapping[str, NoiseProcess] = _LazyRegistry()  # scheduler class name -> its process
 
 
 def register_noise(process: NoiseProcess) -> NoiseProcess:
@@ -322,7 +312,7 @@ class ModelFamily(ABC):
         return kwargs
 
 
-FAMILIES: dict[str, ModelFamily] = _LazyRegistry()  # name -> family; reading it imports the built-in modules
+FAMILIES: MutableMapping[str, ModelFamily] = _LazyRegistry()  # name -> family; reading it imports the built-in modules
 
 
 def register_family(family: ModelFamily) -> ModelFamily:

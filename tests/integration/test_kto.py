@@ -8,12 +8,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from seppo_lib.models import load_model
 from seppo_lib.orchestrate import run_rounds
 from seppo_lib.steps.common import open_bank
 from seppo_lib.tracking import InMemoryLogger
 from seppo_lib.training.step import compute_loss
-from tests.helpers import make_image_folder, random_step_inputs, tiny_config
+from tests.helpers import make_image_folder, perturbed_tiny_models, random_step_inputs, tiny_config
 from tests.integration.test_training import FAST, _max_diff, _weights
 
 BETA = 50.0
@@ -23,21 +22,16 @@ def test_kto_step_matches_the_official_loss_written_out(tmp_path: Path) -> None:
     """The official script's default loss (separate forwards here): g = e_ref - e_θ per sample over
     winners then losers, kl = max(0, mean g), loss = mean(1 - σ(±β (g - kl))). 1e-5 relative."""
     cfg = tiny_config(tmp_path, tmp_path, "train.method=kto", f"train.beta={BETA}")
-    model = load_model("builtin:tiny-random", tmp_path / "cache", with_text=False)
-    ref = load_model("builtin:tiny-random", tmp_path / "cache", with_text=False).unet.requires_grad_(False)
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for p in model.unet.parameters():
-            p.add_(0.003 * torch.randn_like(p))
+    sched, policy, ref = perturbed_tiny_models(tmp_path)
     inp = random_step_inputs(6, seed=1)
-    loss, metrics = compute_loss(cfg, model.noise_scheduler, model.unet, ref, inp, torch.device("cpu"))
+    loss, metrics = compute_loss(cfg, sched, policy, ref, inp, torch.device("cpu"))
 
     def err(unet, x0):  # type: ignore[no-untyped-def]
-        noisy = model.noise_scheduler.add_noise(x0, inp.noise, inp.timesteps)
+        noisy = sched.add_noise(x0, inp.noise, inp.timesteps)
         return ((unet(noisy, inp.timesteps, encoder_hidden_states=inp.cond).sample - inp.noise) ** 2).mean(dim=(1, 2, 3))
 
     with torch.no_grad():
-        g = torch.cat([err(ref, inp.x_w) - err(model.unet, inp.x_w), err(ref, inp.x_p) - err(model.unet, inp.x_p)])
+        g = torch.cat([err(ref, inp.x_w) - err(policy, inp.x_w), err(ref, inp.x_p) - err(policy, inp.x_p)])
         kl = g.mean().clamp(min=0)
         sign = torch.cat([torch.ones(6), -torch.ones(6)])
         naive = (1 - torch.sigmoid(sign * BETA * (g - kl))).mean()

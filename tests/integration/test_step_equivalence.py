@@ -12,9 +12,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from seppo_lib.models import load_model
 from seppo_lib.training.step import StepInputs, compute_loss
-from tests.helpers import random_step_inputs, tiny_config
+from tests.helpers import perturbed_tiny_models, random_step_inputs, tiny_config
 
 
 def _naive_loss(sched, policy, ref, inp: StepInputs, beta: float, criterion: str) -> torch.Tensor:  # type: ignore[no-untyped-def]
@@ -31,16 +30,6 @@ def _naive_loss(sched, policy, ref, inp: StepInputs, beta: float, criterion: str
     return -F.logsigmoid(-beta * ((pw - rw) - s * (pr - rr))).mean()
 
 
-def _perturbed_models(tmp_path: Path):  # type: ignore[no-untyped-def]
-    model = load_model("builtin:tiny-random", tmp_path / "cache", with_text=False)
-    ref = load_model("builtin:tiny-random", tmp_path / "cache", with_text=False).unet.requires_grad_(False)
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for p in model.unet.parameters():
-            p.add_(0.003 * torch.randn_like(p))
-    return model.noise_scheduler, model.unet, ref
-
-
 @pytest.mark.parametrize(
     ("method", "criterion", "naive_criterion"),
     [("seppo", "sign", "sign"), ("seppo", "none", "none"), ("spin", "sign", "none"), ("dpo", "sign", "none")],
@@ -48,7 +37,7 @@ def _perturbed_models(tmp_path: Path):  # type: ignore[no-untyped-def]
 def test_library_step_matches_naive_fp32(tmp_path: Path, method: str, criterion: str, naive_criterion: str) -> None:
     """spin and dpo run with train.criterion=sign set: they must ignore it (s = +1)."""
     cfg = tiny_config(tmp_path, tmp_path, f"train.method={method}", f"train.criterion={criterion}", "train.beta=50")
-    sched, policy, ref = _perturbed_models(tmp_path)
+    sched, policy, ref = perturbed_tiny_models(tmp_path)
     inp = random_step_inputs(6, seed=1)
     loss, metrics = compute_loss(cfg, sched, policy, ref, inp, torch.device("cpu"))
     grads = torch.autograd.grad(loss, list(policy.parameters()))
