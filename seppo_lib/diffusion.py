@@ -15,7 +15,6 @@ import torch
 from torch import Tensor
 
 from seppo_lib.families import Conditioning, ModelFamily, NoiseProcess, family_for, noise_for
-from seppo_lib.families.animatediff import frame_condition
 from seppo_lib.families.sd import ddpm_timestep
 
 
@@ -64,11 +63,6 @@ def slot_draws(
     return SlotDraws(drop=torch.stack(drop), flip=torch.stack(flip), noise=NoiseDraw(torch.stack(t), torch.stack(eps)))
 
 
-def training_target(scheduler, x0: Tensor, noise: Tensor, timesteps: Tensor) -> Tensor:  # type: ignore[no-untyped-def]
-    """The regression target of the scheduler's noise process (DDPM: eps, or the velocity for v_prediction)."""
-    return noise_for(scheduler).target(scheduler, x0, noise, timesteps)
-
-
 def per_sample_mse(pred: Tensor, target: Tensor) -> Tensor:
     """Mean of (target - pred)^2 over every non-batch dim (4-D images, 5-D video)."""
     return (target.float() - pred.float()).pow(2).flatten(1).mean(dim=1)
@@ -103,13 +97,6 @@ def make_pair_batch(scheduler, x_w: Tensor, x_p: Tensor | None, cond: Tensor | C
     noisy = noise.add_noise(scheduler, x0, eps, t)
     target = noise.target(scheduler, x0, eps, t)
     return PairBatch(noisy=noisy, timesteps=t, target=target, cond=Conditioning.of(cond).repeat(reps))
-
-
-def unet_condition(unet: torch.nn.Module, cond: Tensor, sample: Tensor) -> Tensor:
-    """`encoder_hidden_states` for `unet` on `sample`: (B, L, D) as given, except that diffusers'
-    UNetMotionModel (AnimateDiff) takes one row per frame, (B·F, L, D), for 5-D (B, C, F, H, W)
-    samples (UNet3DConditionModel repeats them itself)."""
-    return frame_condition(unet, Conditioning.of(cond), sample).hidden
 
 
 def model_errors(unet: torch.nn.Module, batch: PairBatch, family: ModelFamily | None = None) -> Tensor:

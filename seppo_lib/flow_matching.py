@@ -33,13 +33,6 @@ class TimestepDensity:
     mode_scale: float = 1.29
 
 
-def training_scheduler(scheduler_config: dict):  # type: ignore[no-untyped-def,type-arg]
-    """A fresh FlowMatchEulerDiscreteScheduler on its training grid (never `set_timesteps`)."""
-    from diffusers import FlowMatchEulerDiscreteScheduler
-
-    return FlowMatchEulerDiscreteScheduler.from_config(scheduler_config)
-
-
 def draw_timestep(  # type: ignore[no-untyped-def]
     scheduler, generator: torch.Generator, density: TimestepDensity = TimestepDensity()
 ) -> Tensor:
@@ -65,14 +58,6 @@ def timestep_for_u(scheduler, u: Tensor) -> Tensor:  # type: ignore[no-untyped-d
     """The training timesteps for densities `u` in [0, 1): `scheduler.timesteps[(u · T).long()]`."""
     indices = (u * scheduler.config.num_train_timesteps).long()
     return scheduler.timesteps[indices]
-
-
-def sigmas_for(scheduler, timesteps: Tensor, n_dim: int) -> Tensor:  # type: ignore[no-untyped-def]
-    """σ of each training timestep, shaped to broadcast over `n_dim`-D samples (the `get_sigmas` lookup)."""
-    schedule = scheduler.timesteps.to(timesteps.device)
-    indices = [int((schedule == t).nonzero().flatten()[0]) for t in timesteps]
-    sigma = scheduler.sigmas.to(timesteps.device)[indices]
-    return sigma.reshape(-1, *([1] * (n_dim - 1)))
 
 
 def noisy_sample(scheduler, x0: Tensor, noise: Tensor, timesteps: Tensor) -> Tensor:  # type: ignore[no-untyped-def]

@@ -19,7 +19,6 @@ so a reference model or sampler keeps one base denoiser and never reloads it.
 from __future__ import annotations
 
 import json
-from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ import torch
 
 from seppo_lib.config import LoraSettings
 from seppo_lib.errors import CheckpointError
+from seppo_lib.weight_swap import WeightSwap
 
 
 ADAPTER = "default"  # PEFT adapter name
@@ -124,7 +124,7 @@ def read_adapter(ckpt_dir: str | Path) -> tuple[dict[str, torch.Tensor], LoraSet
     return tensors, settings, info
 
 
-class AdapterSwap:
+class AdapterSwap(WeightSwap):
     """One base denoiser with an injected adapter whose tensors are replaced in place per bank checkpoint.
 
     `initial` (θ_0) is the zero adapter; others are read from the checkpoint's adapter/. The last
@@ -132,30 +132,18 @@ class AdapterSwap:
     """
 
     def __init__(self, unet: torch.nn.Module, bank: Any, cache_size: int = 8) -> None:
-        self.unet, self.bank, self.cache_size = unet, bank, cache_size
-        self.cache: OrderedDict[str, dict[str, torch.Tensor]] = OrderedDict()
-        self.current: str | None = None
+        super().__init__(unet, bank, cache_size)
 
-    def _tensors(self, ckpt_id: str) -> dict[str, torch.Tensor]:
-        if ckpt_id in self.cache:
-            self.cache.move_to_end(ckpt_id)
-            return self.cache[ckpt_id]
+    def read(self, ckpt_id: str) -> dict[str, torch.Tensor]:
         ckpt_dir = self.bank.fetch(ckpt_id)
         if ckpt_id == "initial":
-            tensors = zero_adapter(self.unet)
-        elif is_adapter_checkpoint(ckpt_dir):
-            tensors = read_adapter(ckpt_dir)[0]
-        else:
-            raise CheckpointError(f"checkpoint {ckpt_id} of {self.bank.uri} holds no adapter/ (not a model.trainable=lora run?)")
-        self.cache[ckpt_id] = tensors
-        while len(self.cache) > self.cache_size:
-            self.cache.popitem(last=False)
-        return tensors
+            return zero_adapter(self.module)
+        if is_adapter_checkpoint(ckpt_dir):
+            return read_adapter(ckpt_dir)[0]
+        raise CheckpointError(f"checkpoint {ckpt_id} of {self.bank.uri} holds no adapter/ (not a model.trainable=lora run?)")
 
-    def use(self, ckpt_id: str) -> None:
-        if ckpt_id != self.current:
-            load_adapter_(self.unet, self._tensors(ckpt_id))
-            self.current = ckpt_id
+    def apply(self, tensors: dict[str, torch.Tensor]) -> None:
+        load_adapter_(self.module, tensors)
 
 
 def merge_adapter(unet: torch.nn.Module) -> torch.nn.Module:

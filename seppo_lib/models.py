@@ -39,8 +39,7 @@ from torch import Tensor
 
 from seppo_lib.errors import ModelError
 from seppo_lib.families import Conditioning, ModelFamily, family_for
-from seppo_lib.families.base import _family_of_config as family_of_config
-from seppo_lib.families.base import is_model_folder, require_safetensors
+from seppo_lib.families.base import family_of_config, is_model_folder, require_safetensors
 from seppo_lib.families.sd import minilm_path
 
 __all__ = ["DiffusionModel", "load_model", "load_unet", "minilm_path", "require_safetensors", "resolve_model_dir"]

@@ -207,7 +207,7 @@ def cache_memory(options: Any, sizes: int = 4) -> list[dict[str, Any]]:
         base = _status_kib("VmRSS")
         for n, ckpt in enumerate(ids, start=1):
             ref.use(ckpt)
-            tensor_bytes = sum(t.numel() * t.element_size() for weights in ref.cache.values() for t in weights.values())
+            tensor_bytes = sum(t.numel() * t.element_size() for weights in ref.swap.cache.values() for t in weights.values())
             rows.append({"model": name, "cached": n, "rss_growth_bytes": (_status_kib("VmRSS") - base) * 1024,
                          "tensor_bytes": tensor_bytes, "trainable": "full"})  # fmt: skip
         shutil.rmtree(options.workdir / f"scaling-cache-{name}", ignore_errors=True)

@@ -1,7 +1,7 @@
 """Model families (diffusers' model / scheduler / pipeline split): see families/base.py for the contract.
 
 The built-in family modules (base.BUILTIN; a new family module adds its name there) are imported
-lazily, on the first `family_for`/`noise_for`/`all_families`, so a family module may import seppo_lib.diffusion.
+lazily, on the first read of FAMILIES/NOISES (`family_for`, `noise_for`, ...), so a family module may import seppo_lib.diffusion.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from seppo_lib.families.base import (
     Conditioning,
     ModelFamily,
     NoiseProcess,
-    all_families,
     family_for,
     noise_for,
     register_family,
@@ -27,7 +26,6 @@ __all__ = [
     "Conditioning",
     "ModelFamily",
     "NoiseProcess",
-    "all_families",
     "family_for",
     "noise_for",
     "register_family",

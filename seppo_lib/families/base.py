@@ -112,12 +112,20 @@ class NoiseProcess(ABC):
 BUILTIN = ("sd", "animatediff", "sdxl", "sd3")  # modules under seppo_lib/families/ that register a family
 
 
+_BUILTIN_LOADED = False
+
+
 def load_builtin() -> None:
-    """Import the built-in family modules once (lazily: a family module may import seppo_lib.diffusion)."""
+    """Import the built-in family modules once (lazily: a family module may import seppo_lib.diffusion).
+    Registry reads call this, so after the first complete load it is one flag test."""
+    global _BUILTIN_LOADED
+    if _BUILTIN_LOADED:
+        return
     import importlib
 
     for name in BUILTIN:
         importlib.import_module(f"seppo_lib.families.{name}")
+    _BUILTIN_LOADED = True
 
 
 class _LazyRegistry(MutableMapping[str, Any]):
@@ -157,7 +165,6 @@ def register_noise(process: NoiseProcess) -> NoiseProcess:
 def noise_for(scheduler: Any) -> NoiseProcess:
     """The training process of a noise scheduler instance (by its class name)."""
     name = type(scheduler).__name__
-    load_builtin()
     if name not in NOISES:
         raise ModelError(f"no training noise process for scheduler {name}; known: {', '.join(sorted(NOISES))}")
     return NOISES[name]
@@ -274,7 +281,6 @@ class ModelFamily(ABC):
 
     @property
     def noise(self) -> NoiseProcess:
-        load_builtin()
         if self.noise_scheduler_class not in NOISES:
             raise ModelError(f"family {self.name}: no noise process registered for {self.noise_scheduler_class}")
         return NOISES[self.noise_scheduler_class]
@@ -320,15 +326,8 @@ def register_family(family: ModelFamily) -> ModelFamily:
     return family
 
 
-def all_families() -> dict[str, ModelFamily]:
-    """FAMILIES with the built-in ones registered."""
-    load_builtin()
-    return FAMILIES
-
-
 def denoiser_folders() -> tuple[str, ...]:
     """The distinct denoiser folders of the registered families ("unet", "transformer", ...)."""
-    load_builtin()
     return tuple(dict.fromkeys(f.denoiser_folder for f in FAMILIES.values()))
 
 
@@ -337,8 +336,8 @@ def is_model_folder(folder: Path) -> bool:
     return (folder / "scheduler").is_dir() and any((folder / d).is_dir() for d in denoiser_folders())
 
 
-def _family_of_config(config: dict[str, Any], where: str) -> ModelFamily:
-    load_builtin()
+def family_of_config(config: dict[str, Any], where: str) -> ModelFamily:
+    """The one family that accepts a denoiser config.json (`where` names its origin in the error)."""
     found = [f for f in FAMILIES.values() if f.accepts(config)]
     if len(found) != 1:
         what = "no model family accepts" if not found else f"families {[f.name for f in found]} all accept"
@@ -347,18 +346,16 @@ def _family_of_config(config: dict[str, Any], where: str) -> ModelFamily:
 
 
 def family_for(obj: Any) -> ModelFamily:
-    """The family of a model folder (str/Path), a DiffusionModel (its `.family`) or a denoiser module; `is_model_folder(folder)` tells a diffusers model
-  folder (scheduler/ + any family's denoiser folder, `denoiser_folders()`)."""
-    load_builtin()
+    """The family of a model folder (str/Path), a DiffusionModel (its `.family`) or a denoiser module."""
     if isinstance(obj, (str, Path)):
         folder = Path(obj)
         found = [f for f in FAMILIES.values() if f.matches(folder)]
         if len(found) == 1:
             return found[0]
-        denoisers = [d for d in dict.fromkeys(f.denoiser_folder for f in FAMILIES.values()) if (folder / d / "config.json").is_file()]
+        denoisers = [d for d in denoiser_folders() if (folder / d / "config.json").is_file()]
         if not denoisers:
-            raise ModelError(f"{folder} has no denoiser folder ({' or '.join(dict.fromkeys(f.denoiser_folder for f in FAMILIES.values()))})")
-        return _family_of_config(read_json(folder / denoisers[0] / "config.json"), str(folder))
+            raise ModelError(f"{folder} has no denoiser folder ({' or '.join(denoiser_folders())})")
+        return family_of_config(read_json(folder / denoisers[0] / "config.json"), str(folder))
     family = getattr(obj, "family", None)
     if isinstance(family, ModelFamily):
         return family
@@ -366,5 +363,5 @@ def family_for(obj: Any) -> ModelFamily:
         model = unwrap(obj)
         config = dict(getattr(model, "config", {}) or {})
         config["_class_name"] = type(model).__name__
-        return _family_of_config(config, type(model).__name__)
+        return family_of_config(config, type(model).__name__)
     raise ModelError(f"cannot tell the model family of {type(obj).__name__}")

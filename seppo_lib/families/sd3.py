@@ -27,8 +27,7 @@ from torch import Tensor
 from seppo_lib import flow_matching
 from seppo_lib.errors import ModelError
 from seppo_lib.families.base import Conditioning, ModelFamily, NoiseProcess, register_family, register_noise
-from seppo_lib.families.sd import tokenize
-from seppo_lib.families.sdxl import NO_COMPONENT, load_transformers_part
+from seppo_lib.families.sdxl import NO_COMPONENT, clip_pair_states, load_clip_pair, load_transformers_part
 
 T5_TOKENS = 256  # StableDiffusion3Pipeline's default max_sequence_length
 FLOW_SAMPLERS = {"euler": "FlowMatchEulerDiscreteScheduler"}
@@ -69,16 +68,7 @@ class SD3Family(ModelFamily):
         """Both CLIP encoders + tokenizers (required) and T5 (text_encoder_3 + tokenizer_3) when present."""
         from transformers import AutoTokenizer
 
-        required = ("text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2")
-        missing = [p for p in required if not (folder / p).is_dir()]
-        if missing:
-            raise ModelError(f"{folder} is an SD3 model but lacks {', '.join(missing)}")
-        parts: dict[str, Any] = {
-            "text_encoder": load_transformers_part(folder / "text_encoder"),
-            "text_encoder_2": load_transformers_part(folder / "text_encoder_2"),
-            "tokenizer": AutoTokenizer.from_pretrained(folder / "tokenizer"),
-            "tokenizer_2": AutoTokenizer.from_pretrained(folder / "tokenizer_2"),
-        }
+        parts = load_clip_pair(folder, "an SD3 model")
         if (folder / "text_encoder_3").is_dir() and (folder / "tokenizer_3").is_dir():
             parts["text_encoder_3"] = load_transformers_part(folder / "text_encoder_3")
             parts["tokenizer_3"] = AutoTokenizer.from_pretrained(folder / "tokenizer_3")
@@ -87,17 +77,11 @@ class SD3Family(ModelFamily):
     @torch.no_grad()
     def encode_prompts(self, model: Any, prompts: list[str], max_length: int, resolution: int | None = None) -> Conditioning:
         """{"hidden", "pooled"} by the rule in the module docstring (CLIP prompts padded to `max_length` tokens)."""
-        if any(model.parts.get(p) is None for p in ("text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2")):
-            raise ModelError(f"{model.source} has no CLIP text encoders/tokenizers (SD3 needs text_encoder, text_encoder_2)")
-        hidden, pooled = [], []
-        for enc_name, tok_name in (("text_encoder", "tokenizer"), ("text_encoder_2", "tokenizer_2")):
-            encoder = model.parts[enc_name]
-            ids = tokenize(model.parts[tok_name], prompts, max_length).to(next(encoder.parameters()).device)
-            out = encoder(input_ids=ids, output_hidden_states=True)
-            if out[0].ndim != 2:
-                raise ModelError(f"{model.source}: {enc_name} gives no pooled (projected) embedding; SD3 needs CLIPTextModelWithProjection")
-            pooled.append(out[0])
-            hidden.append(out.hidden_states[-2])
+        states = clip_pair_states(model, prompts, max_length, "SD3")
+        bad = [name for name, (_, out) in zip(("text_encoder", "text_encoder_2"), states, strict=True) if out.ndim != 2]
+        if bad:
+            raise ModelError(f"{model.source}: {bad[0]} gives no pooled (projected) embedding; SD3 needs CLIPTextModelWithProjection")
+        hidden, pooled = [h for h, _ in states], [out for _, out in states]
         clip = torch.cat(hidden, dim=-1)
         t5 = self._t5_hidden(model.parts, prompts, int(model.denoiser.config.joint_attention_dim), clip)
         clip = F.pad(clip, (0, t5.shape[-1] - clip.shape[-1]))

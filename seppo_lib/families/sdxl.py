@@ -41,6 +41,38 @@ def time_ids(resolution: int, n: int) -> Tensor:
     return torch.tensor([[resolution, resolution, 0, 0, resolution, resolution]], dtype=torch.float32).repeat(n, 1)
 
 
+CLIP_PAIR = ("text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2")  # SDXL's and SD3's two CLIP encoders
+
+
+def load_clip_pair(folder: Path, what: str) -> dict[str, Any]:
+    """text_encoder/, text_encoder_2/ (their config's transformers class) and tokenizer/, tokenizer_2/ of `folder`."""
+    from transformers import AutoTokenizer
+
+    missing = [p for p in CLIP_PAIR if not (folder / p).is_dir()]
+    if missing:
+        raise ModelError(f"{folder} is {what} but lacks {', '.join(missing)}")
+    return {
+        "text_encoder": load_transformers_part(folder / "text_encoder"),
+        "text_encoder_2": load_transformers_part(folder / "text_encoder_2"),
+        "tokenizer": AutoTokenizer.from_pretrained(folder / "tokenizer"),
+        "tokenizer_2": AutoTokenizer.from_pretrained(folder / "tokenizer_2"),
+    }
+
+
+def clip_pair_states(model: Any, prompts: list[str], max_length: int, family: str) -> list[tuple[Tensor, Tensor]]:
+    """(penultimate hidden states, first output) of text_encoder and text_encoder_2 on `prompts` padded to
+    `max_length` tokens; the first output is the projected pooled embedding of a CLIPTextModelWithProjection."""
+    if any(model.parts.get(p) is None for p in CLIP_PAIR):
+        raise ModelError(f"{model.source} has no CLIP text encoders/tokenizers ({family} needs {', '.join(CLIP_PAIR)})")
+    states = []
+    for enc_name, tok_name in (("text_encoder", "tokenizer"), ("text_encoder_2", "tokenizer_2")):
+        encoder = model.parts[enc_name]
+        ids = tokenize(model.parts[tok_name], prompts, max_length).to(next(encoder.parameters()).device)
+        out = encoder(input_ids=ids, output_hidden_states=True)
+        states.append((out.hidden_states[-2], out[0]))
+    return states
+
+
 class SDXLFamily(SDFamily):
     name = "sdxl"
     denoiser_classes = ("UNet2DConditionModel",)
@@ -53,34 +85,17 @@ class SDXLFamily(SDFamily):
         return denoiser_config.get("_class_name") in self.denoiser_classes and denoiser_config.get("addition_embed_type") == "text_time"
 
     def load_text(self, folder: Path, meta: dict[str, Any]) -> dict[str, Any]:
-        from transformers import AutoTokenizer
-
-        missing = [p for p in self.text_parts if not (folder / p).is_dir()]
-        if missing:
-            raise ModelError(f"{folder} is an SDXL model but lacks {', '.join(missing)}")
-        return {
-            "text_encoder": load_transformers_part(folder / "text_encoder"),
-            "text_encoder_2": load_transformers_part(folder / "text_encoder_2"),
-            "tokenizer": AutoTokenizer.from_pretrained(folder / "tokenizer"),
-            "tokenizer_2": AutoTokenizer.from_pretrained(folder / "tokenizer_2"),
-        }
+        return load_clip_pair(folder, "an SDXL model")
 
     @torch.no_grad()
     def encode_prompts(self, model: Any, prompts: list[str], max_length: int, resolution: int | None = None) -> Conditioning:
         """{"hidden", "pooled", "time_ids"} by the rule in the module docstring; `resolution` defaults to
         the UNet's sample_size times the VAE factor (1024 for SDXL base)."""
-        if any(model.parts.get(p) is None for p in self.text_parts):
-            raise ModelError(f"{model.source} has no text encoders/tokenizers (SDXL needs {', '.join(self.text_parts)})")
-        hidden, pooled = [], None
-        for enc_name, tok_name in (("text_encoder", "tokenizer"), ("text_encoder_2", "tokenizer_2")):
-            encoder = model.parts[enc_name]
-            ids = tokenize(model.parts[tok_name], prompts, max_length).to(next(encoder.parameters()).device)
-            out = encoder(input_ids=ids, output_hidden_states=True)
-            if pooled is None and out[0].ndim == 2:
-                pooled = out[0]
-            hidden.append(out.hidden_states[-2])
+        states = clip_pair_states(model, prompts, max_length, "SDXL")
+        pooled = next((out for _, out in states if out.ndim == 2), None)  # the first projected output, as diffusers
         if pooled is None:
             raise ModelError(f"{model.source}: text_encoder_2 gives no pooled (projected) embedding; SDXL needs a CLIPTextModelWithProjection")
+        hidden = [h for h, _ in states]
         res = resolution or int(model.denoiser.config.sample_size) * model.vae_factor
         return Conditioning({"hidden": torch.cat(hidden, dim=-1).float(), "pooled": pooled.float(), "time_ids": time_ids(res, len(prompts))})
 

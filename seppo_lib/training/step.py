@@ -12,6 +12,7 @@ from torch import Tensor
 
 from seppo_lib.config import SeppoConfig
 from seppo_lib.diffusion import NoiseDraw, make_pair_batch, model_errors
+from seppo_lib.families import family_for
 from seppo_lib.errors import TrainingError
 from seppo_lib.methods import MethodSpec, StepErrors, method_spec
 
@@ -68,12 +69,13 @@ def compute_loss(
     x_p = inputs.x_p.to(device) if inputs.x_p is not None and spec.partner != "none" else None
     if (spec.partner != "none" and x_p is None) or (spec.needs_reference and ref_unet is None):
         raise TrainingError(f"method {spec.name} needs a reference model and a partner sample")
-    batch = make_pair_batch(noise_scheduler, inputs.x_w.to(device), x_p, inputs.cond.to(device), draw)
-    policy_err = model_errors(unet, batch)
+    family = family_for(unet)  # the reference is the same architecture
+    batch = make_pair_batch(noise_scheduler, inputs.x_w.to(device), x_p, inputs.cond.to(device), draw, family.noise)
+    policy_err = model_errors(unet, batch, family)
     ref_err = None
     if spec.needs_reference and ref_unet is not None:
         with torch.no_grad():
-            ref_err = model_errors(ref_unet, batch)
+            ref_err = model_errors(ref_unet, batch, family)
     errors = _split(policy_err, ref_err, inputs.x_w.shape[0] if x_p is not None else None)
     terms = spec.loss(errors, cfg.train)
     loss = terms.loss.mean()

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import tempfile
-from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +29,7 @@ from seppo_lib.families import family_for
 from seppo_lib.models import load_unet
 from seppo_lib.progress import Progress
 from seppo_lib.tracking import NullLogger, RunLogger
+from seppo_lib.weight_swap import FullSwap, WeightSwap
 from seppo_lib.training.references import ReferenceSet, RoundPlan, plan_round
 from seppo_lib.training.state import load_training_state, save_training_state
 from seppo_lib.training.step import StepInputs, UpdateMetrics, compute_loss
@@ -79,10 +79,10 @@ def build_optimizer(cfg: SeppoConfig, params: list[torch.nn.Parameter]) -> tuple
 
 
 class ReferenceModel:
-    """A frozen UNet whose weights are swapped in place (a tensor copy) from bank checkpoints.
+    """A frozen denoiser whose weights are swapped in place from bank checkpoints (`seppo_lib.weight_swap`).
 
     The last `cache_size` checkpoints' weights stay in host memory, so alternating between
-    references (reference_resample=step) never rereads a file. With `lora` the UNet is the base
+    references (reference_resample=step) never rereads a file. With `lora` the denoiser is the base
     (θ_0) with an injected adapter, and only the adapter's tensors are swapped (`AdapterSwap`).
     """
 
@@ -94,33 +94,12 @@ class ReferenceModel:
         if lora is not None:
             inject_adapter(unet, lora)
         unet = unet.to(device).requires_grad_(False).eval()
-        self.swap = AdapterSwap(unet, bank) if lora is not None else None
+        # template_dir.name: the denoiser folder of every checkpoint
+        self.swap: WeightSwap = AdapterSwap(unet, bank) if lora is not None else FullSwap(unet, bank, template_dir.name, cache_size)
         self.unet = speed_up(unet, channels_last=channels_last, compile=compile)
-        self.bank = bank
-        self.folder = template_dir.name  # the denoiser folder of every checkpoint
-        self.current: str | None = None
-        self.cache: OrderedDict[str, dict[str, torch.Tensor]] = OrderedDict()
-        self.cache_size = cache_size
-
-    def _weights(self, ckpt_id: str) -> dict[str, torch.Tensor]:
-        from safetensors.torch import load_file
-
-        if ckpt_id in self.cache:
-            self.cache.move_to_end(ckpt_id)
-        else:
-            path = self.bank.fetch(ckpt_id) / self.folder / "diffusion_pytorch_model.safetensors"
-            self.cache[ckpt_id] = load_file(str(path))
-            while len(self.cache) > self.cache_size:
-                self.cache.popitem(last=False)
-        return self.cache[ckpt_id]
 
     def use(self, ckpt_id: str) -> torch.nn.Module:
-        if self.swap is not None:
-            self.swap.use(ckpt_id)
-            return self.unet
-        if ckpt_id != self.current:
-            self.unet.load_state_dict(self._weights(ckpt_id), strict=True)
-            self.current = ckpt_id
+        self.swap.use(ckpt_id)
         return self.unet
 
 

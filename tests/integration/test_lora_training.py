@@ -106,7 +106,7 @@ def test_lora_rounds_train_only_the_adapter(
     for ref in refs:  # the reference is θ_0's UNet + a frozen adapter equal to its checkpoint's
         assert all(not p.requires_grad for p in ref.unet.parameters())
         assert ref.swap is not None and ref.swap.current is not None
-        want = ref.swap._tensors(ref.swap.current)
+        want = ref.swap.tensors(ref.swap.current)
         got = {n.replace(".default", ""): p for n, p in ref.unet.named_parameters() if ".lora_" in n}
         assert all(torch.equal(got[k].cpu(), want[k]) for k in want)
         assert all(torch.equal(v, theta0[k]) for k, v in _base_weights(ref.unet).items())

@@ -99,12 +99,14 @@ def test_video_resume_equals_uninterrupted(tmp_path: Path) -> None:
 
 def test_motion_unet_gets_one_condition_row_per_frame(tmp_path: Path) -> None:
     """UNetMotionModel takes (B*F, L, D) text states; a batch of two equals each sample alone."""
-    from seppo_lib.diffusion import NoiseDraw, make_pair_batch, model_errors, unet_condition
+    from seppo_lib.diffusion import NoiseDraw, make_pair_batch, model_errors
+    from seppo_lib.families import Conditioning
+    from seppo_lib.families.animatediff import frame_condition
 
     model = load_model("builtin:tiny-random:motion", tmp_path / "cache", with_text=False, with_vae=False)
     g = torch.Generator().manual_seed(0)
     x, cond = torch.randn(2, 4, 3, 8, 8, generator=g), torch.randn(2, 16, 32, generator=g)
-    assert unet_condition(model.unet, cond, x).shape == (6, 16, 32)
+    assert frame_condition(model.unet, Conditioning.of(cond), x).hidden.shape == (6, 16, 32)
     draw = NoiseDraw(torch.tensor([10, 700]), torch.randn(x.shape, generator=g))
     with torch.no_grad():
         both = model_errors(model.unet, make_pair_batch(model.noise_scheduler, x, None, cond, draw))

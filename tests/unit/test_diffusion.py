@@ -6,7 +6,8 @@ import pytest
 import torch
 from diffusers import DDPMScheduler
 
-from seppo_lib.diffusion import NoiseDraw, make_pair_batch, per_sample_mse, slot_draws, slot_seed, training_target
+from seppo_lib.diffusion import NoiseDraw, make_pair_batch, per_sample_mse, slot_draws, slot_seed
+from seppo_lib.families import noise_for
 
 
 def _sched(kind: str) -> DDPMScheduler:
@@ -27,12 +28,13 @@ def test_pair_shares_t_and_eps() -> None:
 def test_v_prediction_target_uses_scheduler() -> None:
     sched = _sched("v_prediction")
     x0, eps, t = torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4), torch.tensor([10, 900])
-    assert torch.allclose(training_target(sched, x0, eps, t), sched.get_velocity(x0, eps, t))
+    assert torch.allclose(noise_for(sched).target(sched, x0, eps, t), sched.get_velocity(x0, eps, t))
 
 
 def test_unknown_prediction_type_raises() -> None:
     with pytest.raises(ValueError, match="unsupported prediction_type 'sample'"):
-        training_target(_sched("sample"), torch.zeros(1, 1), torch.zeros(1, 1), torch.zeros(1, dtype=torch.long))
+        sched = _sched("sample")
+        noise_for(sched).target(sched, torch.zeros(1, 1), torch.zeros(1, 1), torch.zeros(1, dtype=torch.long))
 
 
 def test_per_sample_mse_4d_and_5d() -> None:

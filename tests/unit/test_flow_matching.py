@@ -8,15 +8,7 @@ import pytest
 import torch
 
 from seppo_lib.diffusion import SlotDraws, per_sample_mse, slot_draws
-from seppo_lib.flow_matching import (
-    TimestepDensity,
-    draw_timestep,
-    noisy_sample,
-    sigmas_for,
-    timestep_for_u,
-    training_scheduler,
-    velocity_target,
-)
+from seppo_lib.flow_matching import TimestepDensity, draw_timestep, noisy_sample, timestep_for_u, velocity_target
 from seppo_lib.losses import dpo_loss, seppo_terms
 
 
@@ -27,6 +19,21 @@ def flow_draws(seeds: list[int], shape: tuple[int, ...], sched, drop: float, fli
 
 
 T = torch.tensor
+
+
+def training_scheduler(scheduler_config: dict):  # type: ignore[no-untyped-def,type-arg]
+    """A fresh FlowMatchEulerDiscreteScheduler on its training grid (never `set_timesteps`)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    return FlowMatchEulerDiscreteScheduler.from_config(scheduler_config)
+
+
+def sigmas_for(scheduler, timesteps: torch.Tensor, n_dim: int) -> torch.Tensor:  # type: ignore[no-untyped-def]
+    """σ of each training timestep, shaped to broadcast over `n_dim`-D samples (the `get_sigmas` lookup)."""
+    schedule = scheduler.timesteps.to(timesteps.device)
+    indices = [int((schedule == t).nonzero().flatten()[0]) for t in timesteps]
+    sigma = scheduler.sigmas.to(timesteps.device)[indices]
+    return sigma.reshape(-1, *([1] * (n_dim - 1)))
 
 
 def test_timestep_grid_uses_the_scheduler_shift() -> None:
