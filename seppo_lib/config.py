@@ -153,8 +153,12 @@ class TrainConfig(_Section):
     batch_size: int = Field(4, ge=1, le=65536, description="Pairs per micro-batch per process.")
     grad_accum: int = Field(1, ge=1, le=65536, description="Micro-batches accumulated per update; effective batch = batch_size·grad_accum·num_processes.")
     num_processes: int = Field(1, ge=1, le=4096, description="Data-parallel training processes (GPUs); must match the accelerate launch.")
-    lr: float = Field(1e-4, gt=0, le=1.0, description="Peak learning rate of AdamW (constant after warmup).")
+    lr: float = Field(1e-4, gt=0, le=1.0, description="Peak learning rate of AdamW (reached after warmup; see lr_scheduler).")
     warmup_steps: int = Field(0, ge=0, le=10**9, description="Linear LR warmup, in optimizer updates (counted over the whole run).")
+    lr_scheduler: Literal["constant", "linear", "cosine"] = Field(
+        "constant", description="LR after warmup: constant, or decayed to 0 at the run's last update (n_rounds·updates_per_round) "
+        "linearly or along a half cosine (diffusers.optimization.get_scheduler; resumes exactly across rounds)."
+    )
     adam_beta1: float = Field(0.9, ge=0, lt=1, description="AdamW β1 (first-moment decay), [0, 1).")
     adam_beta2: float = Field(0.999, ge=0, lt=1, description="AdamW β2 (second-moment decay), [0, 1).")
     weight_decay: float = Field(1e-2, ge=0, le=10, description="AdamW decoupled weight decay.")
@@ -174,6 +178,14 @@ class TrainConfig(_Section):
         False, description="torch.compile the policy and reference UNets (the first update of a process pays the compile; "
         "reference swaps and later rounds reuse it)."
     )
+
+    @model_validator(mode="after")
+    def _decay_after_warmup(self) -> TrainConfig:
+        total = self.n_rounds * self.updates_per_round
+        if self.lr_scheduler != "constant" and self.warmup_steps >= total:
+            raise ValueError(f"train.lr_scheduler={self.lr_scheduler} decays after the warmup, but train.warmup_steps="
+                             f"{self.warmup_steps} is not below the run's {total} updates (n_rounds·updates_per_round)")
+        return self
 
 
 class BankConfig(_Section):

@@ -53,7 +53,7 @@ PINNED = ("data.dvc_rev", "model.pretrained")  # rewritten by resolve; the reque
 _MEMO: dict[int, tuple[weakref.ref[SeppoConfig], SeppoConfig]] = {}
 
 _TRAIN = ("method", "beta", "criterion", "n_rounds", "updates_per_round", "batch_size", "grad_accum", "num_processes",
-          "lr", "warmup_steps", "adam_beta1", "adam_beta2", "weight_decay", "max_grad_norm", "mixed_precision", "seed",
+          "lr", "warmup_steps", "lr_scheduler", "adam_beta1", "adam_beta2", "weight_decay", "max_grad_norm", "mixed_precision", "seed",
           "gradient_checkpointing", "channels_last", "adamw_impl", "compile")  # fmt: skip
 _SAMPLING = ("scheduler", "num_inference_steps", "guidance_scale", "eta", "batch_size", "n_shards", "decode_roundtrip",
              "precision", "channels_last", "compile")  # fmt: skip

@@ -25,9 +25,10 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -36,6 +37,10 @@ from seppo_lib.bench.scoring import VIDEO_WORLD_SOURCE, EvalSet, bench_prompts, 
 from seppo_lib.config import SeppoConfig, load_config
 from seppo_lib.progress import Progress
 from seppo_lib.tracking import InMemoryLogger
+
+if TYPE_CHECKING:
+    from seppo_lib.world.grammar import Prompt
+    from seppo_lib.world.video import MotionPrompt
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +63,7 @@ class BenchOptions:
     rounds: int | None = None
     eval_seed: int = 1234
     grid_prompts: int = 8
+    curve_prompts: int | None = None  # intermediate rounds: first sample of the first N test prompts (None: all)
     overrides: tuple[str, ...] = field(default_factory=tuple)
     tuned: bool = True
     dataset: str | None = None
@@ -95,6 +101,7 @@ class Context:
     def eval_key(self) -> str:
         o = self.options
         doc = [o.prompts, o.train_prompts, o.samples_per_prompt, o.eval_seed, o.grid_prompts, self.base_cfg.sampling.model_dump(mode="json")]
+        doc.append(["curve: first samples' seeds", o.curve_prompts])
         return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:10]
 
 
@@ -133,12 +140,13 @@ def build_context(options: BenchOptions) -> Context:
 # ---- one model ----------------------------------------------------------------------------
 
 
-def grid_indices(n_prompts: int, n_grid: int, *, video: bool = False) -> list[int]:
+def grid_indices(prompts: Sequence[Prompt | MotionPrompt], n_grid: int, *, video: bool = False) -> list[int]:
     """Prompt indices of the sample grid: the first count prompts and the first relation prompts
-    (balanced_prompts puts ceil(n/2) count prompts first); the first prompts for the video world."""
+    (balanced_prompts puts its count prompts first); the first prompts for the video world."""
+    n_prompts = len(prompts)
     if video:
         return list(range(min(n_grid, n_prompts)))
-    n_count = (n_prompts + 1) // 2
+    n_count = sum(1 for p in prompts if getattr(p, "relation", None) is None)
     half = min((n_grid + 1) // 2, n_count)
     return list(range(half)) + list(range(n_count, min(n_count + n_grid - half, n_prompts)))
 
@@ -155,17 +163,17 @@ def score_model(ctx: Context, model_dir: str | Path, *, full: bool, grid_dir: Pa
     cfg = ctx.base_cfg
     model = load_model(str(model_dir), cfg.bank.cache_dir)
     k = ctx.test_set.samples_per_prompt
-    test = ctx.test_set if full else EvalSet(ctx.test_set.prompts, 1, ctx.test_set.seed)
+    test = ctx.test_set if full else ctx.test_set.first_samples(ctx.options.curve_prompts)
     kwargs = {"resolution": cfg.data.resolution, "max_tokens": cfg.data.max_caption_tokens, "frames": cfg.data.num_frames}
     images, scores = evaluate(model, test, cfg.sampling, **kwargs)
-    first = _first_samples(scores, k) if full else scores
-    out: dict[str, Any] = {"test_first": summarize(first)}
+    first = _first_samples(scores, k)[: ctx.options.curve_prompts] if full else scores  # the curve's prompts in every round
+    out: dict[str, Any] = {"test_first": summarize(first), "curve_prompts": len(first)}
     if full:
         _, train_scores = evaluate(model, ctx.train_set, cfg.sampling, **kwargs)
         out.update(test=summarize(scores), train=summarize(train_scores), test_all_per_image=[s["all"] for s in scores])
         if grid_dir is not None:
             grid_dir.mkdir(parents=True, exist_ok=True)
-            columns = grid_indices(len(ctx.test_set.prompts), ctx.options.grid_prompts, video=ctx.video)
+            columns = grid_indices(ctx.test_set.prompts, ctx.options.grid_prompts, video=ctx.video)
             for column, i in enumerate(columns):
                 images[i * k].save(grid_dir / f"{column:02d}.png")
             (grid_dir / "scores.json").write_text(json.dumps([scores[i * k]["all"] for i in columns]))
@@ -301,7 +309,7 @@ def run_benchmark(options: BenchOptions) -> dict[str, Any]:
     plot_flip_rate(results, options.out / "flip_rate_vs_round.png")
     grid_rows = [(BASE, ctx.options.work / "grids" / "base")] if BASE in options.methods else []
     grid_rows += [(m, ctx.options.work / "grids" / f"{m}-seed{options.seeds[0]}") for m in methods]
-    columns = grid_indices(len(ctx.test_set.prompts), options.grid_prompts, video=ctx.video)
+    columns = grid_indices(ctx.test_set.prompts, options.grid_prompts, video=ctx.video)
     sample_grid(grid_rows, [ctx.test_set.prompts[i].text for i in columns], options.out / "samples_grid.png")
     results["table"] = f"{table}\n\n{paired}"
     return results

@@ -153,8 +153,10 @@ def _paired_row(method: str, vs: str, diff: np.ndarray, n_boot: int) -> dict[str
     seeds, prompts, samples = diff.shape
     mde = detectable_difference(components, seeds, prompts, samples)
     planned = detectable_difference(components, *PLANNED_DESIGN)
+    by_seed = [float(v) for v in diff.mean(axis=(1, 2))]
     return {
         "method": method, "vs": vs, "mean": stat.mean, "lo": stat.lo, "hi": stat.hi, "excludes_zero": stat.excludes_zero,
+        "by_seed": by_seed, "seeds_better": sum(v > 0 for v in by_seed),
         "seeds": seeds, "prompts": prompts, "samples": samples, "components": asdict(components),
         "mde": None if np.isnan(mde) else mde, "mde_planned": None if np.isnan(planned) else planned,
     }  # fmt: skip
@@ -188,14 +190,16 @@ def paired_table(rows: list[dict[str, Any]]) -> str:
     lines = [
         "Paired differences in held-out accuracy (\"all\"): method − comparator on the same prompts, sample seeds and "
         "training seeds; 95% crossed bootstrap interval (training seeds × prompts, 10000 resamples); MDE: the smallest "
-        "true difference the design detects with 80% power at α = 0.05, from the measured variance components.",
+        "true difference the design detects with 80% power at α = 0.05, from the measured variance components; seeds better: "
+        "training seeds whose mean difference is above 0.",
         "",
-        f"| method | vs | difference | 95% CI | excludes 0 | seeds × prompts × samples | MDE (this design) | MDE ({planned}) |",
-        "|---|---|---|---|---|---|---|---|",
+        f"| method | vs | difference | 95% CI | excludes 0 | seeds better | seeds × prompts × samples | MDE (this design) | MDE ({planned}) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         cells = [r["method"], r["vs"], _num(r["mean"], True), f"[{r['lo']:+.3f}, {r['hi']:+.3f}]",
-                 "**yes**" if r["excludes_zero"] else "no", f"{r['seeds']} × {r['prompts']} × {r['samples']}",
+                 "**yes**" if r["excludes_zero"] else "no", f"{r['seeds_better']}/{r['seeds']}",
+                 f"{r['seeds']} × {r['prompts']} × {r['samples']}",
                  _num(r["mde"]), _num(r["mde_planned"])]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

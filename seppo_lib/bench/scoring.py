@@ -44,18 +44,22 @@ def bench_prompts(split: Split, n: int, seed: int, *, video: bool) -> list[Promp
 
 
 def balanced_prompts(split: Split, n: int, seed: int = 0) -> list[Prompt]:
-    """`n` distinct prompts of `split`: ceil(n/2) count prompts and floor(n/2) relation prompts.
+    """`n` distinct prompts of `split`: count prompts first, then relation prompts.
 
-    Drawn with `seed` (fixed across methods); count prompts first, then relation prompts.
+    ceil(n/2) count prompts and floor(n/2) relation prompts while the split has that many count
+    prompts; beyond that every count prompt of the split and relation prompts for the rest (the
+    test split has 23 count and 844 relation prompts: n = 256 gives 23 + 233). Drawn with `seed`
+    (fixed across methods).
     """
     prompts = split_prompts(split)
     counts = [p for p in prompts if p.relation is None]
     relations = [p for p in prompts if p.relation is not None]
-    n_count, n_rel = (n + 1) // 2, n // 2
-    if n < 1 or n_count > len(counts) or n_rel > len(relations):
+    n_count = min((n + 1) // 2, len(counts))
+    n_rel = n - n_count
+    if n < 1 or n_rel > len(relations):
         raise DataError(
             f"cannot pick {n} balanced {split} prompts: the split has {len(counts)} count and "
-            f"{len(relations)} relation prompts; use --prompts <= {2 * min(len(counts), len(relations))}"
+            f"{len(relations)} relation prompts; use --prompts between 1 and {len(prompts)}"
         )
     rng = np.random.default_rng([seed, 5])
     pick_c = sorted(rng.choice(len(counts), n_count, replace=False).tolist())
@@ -65,16 +69,22 @@ def balanced_prompts(split: Split, n: int, seed: int = 0) -> list[Prompt]:
 
 @dataclass(frozen=True)
 class EvalSet:
-    """Prompts and the seed of every sample: image j of prompt i has seed seeds[i * k + j]."""
+    """Prompts and the seed of every sample: image j of prompt i has seed sample_seed(seed, 0, i * stride + j),
+    stride = `seed_stride` or k (`first_samples` keeps the stride, so its images repeat the full set's first ones)."""
 
     prompts: tuple[Prompt, ...] | tuple[MotionPrompt, ...]
     samples_per_prompt: int
     seed: int
+    seed_stride: int | None = None
 
     @property
     def seeds(self) -> list[int]:
-        k = self.samples_per_prompt
-        return [sample_seed(self.seed, 0, i * k + j) for i in range(len(self.prompts)) for j in range(k)]
+        k, stride = self.samples_per_prompt, self.seed_stride or self.samples_per_prompt
+        return [sample_seed(self.seed, 0, i * stride + j) for i in range(len(self.prompts)) for j in range(k)]
+
+    def first_samples(self, n_prompts: int | None = None) -> EvalSet:
+        """The first sample of the first `n_prompts` prompts (all if None), with the same seeds as in this set."""
+        return EvalSet(self.prompts[:n_prompts], 1, self.seed, self.seed_stride or self.samples_per_prompt)
 
     @property
     def flat_prompts(self) -> list[Prompt] | list[MotionPrompt]:

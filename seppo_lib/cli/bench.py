@@ -46,7 +46,9 @@ def _quality(args: argparse.Namespace) -> int:
         rounds=args.rounds,
         eval_seed=args.eval_seed,
         overrides=tuple(args.set or ()),
+        tuned=not args.untuned,
         dataset=args.dataset,
+        curve_prompts=args.curve_prompts,
     )
     start = time.time()
     results = run_benchmark(options)
@@ -54,6 +56,16 @@ def _quality(args: argparse.Namespace) -> int:
     print(f"\nwrote {options.out}/results.json, table.md, accuracy_vs_round.png, flip_rate_vs_round.png, samples_grid.png "
           f"({time.time() - start:.0f}s)")
     return 0
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def _floats(text: str, flag: str) -> tuple[float, ...]:
@@ -160,6 +172,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
     p.add_argument("--dataset", metavar="SOURCE",
                    help="training data of every method instead of the preset's: builtin:world-pickapic (Pick-a-Pic-like pairs of "
                    "base-model generations, generated once into <workdir>/cache; docs/world-pickapic.md) or any data.source")
+    p.add_argument("--curve-prompts", type=_positive, metavar="N",
+                   help="accuracy vs round: first sample of the first N test prompts in every round (default: every test prompt)")
+    p.add_argument("--untuned", action="store_true",
+                   help="keep the preset's train.lr / train.beta for every method instead of the tuned values of docs/results.md "
+                   "(e.g. --config world measures the preset of `seppo run`)")
     p.add_argument("--quick", action="store_true", help="1 seed, base + sft + seppo, few prompts (about 3 min on 2 CPU cores)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
     p.set_defaults(func=_quality)

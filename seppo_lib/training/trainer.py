@@ -74,7 +74,8 @@ def build_optimizer(cfg: SeppoConfig, params: list[torch.nn.Parameter]) -> tuple
     opt = torch.optim.AdamW(
         params, lr=t.lr, betas=(t.adam_beta1, t.adam_beta2), weight_decay=t.weight_decay, **ADAMW_IMPL[t.adamw_impl]
     )
-    sched = get_scheduler("constant_with_warmup", opt, num_warmup_steps=t.warmup_steps)
+    name = "constant_with_warmup" if t.lr_scheduler == "constant" else t.lr_scheduler
+    sched = get_scheduler(name, opt, num_warmup_steps=t.warmup_steps, num_training_steps=t.n_rounds * t.updates_per_round)
     return opt, sched
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from seppo_lib.bench.methods import method_overrides, parse_methods
 from seppo_lib.bench.quality import BenchOptions, dataset_overrides, grid_indices, run_benchmark
-from seppo_lib.bench.scoring import balanced_prompts
+from seppo_lib.bench.scoring import EvalSet, balanced_prompts
 from seppo_lib.config import ConfigError
 
 #: 1 round of 1 update on 8 rows, 2-step sampler: the plumbing, not the numbers.
@@ -55,7 +55,7 @@ def test_benchmark_plumbing_one_seed_two_methods(tmp_path: Path) -> None:
     """1 seed x (sft, seppo), 2 prompts, 1 round of 1 update: outputs, shared seeds, flip-rate logging."""
     options = BenchOptions(
         out=tmp_path / "out", workdir=tmp_path / "work", methods=("sft", "seppo-sign-uniform"), seeds=(0,),
-        prompts=2, train_prompts=2, samples_per_prompt=1, rounds=1, grid_prompts=2, overrides=TINY_BUDGET,
+        prompts=2, train_prompts=2, samples_per_prompt=1, rounds=1, grid_prompts=2, overrides=TINY_BUDGET, curve_prompts=1,
     )
     results = run_benchmark(options)
     data = _check_outputs(options.out, ["sft", "seppo-sign-uniform"])
@@ -68,6 +68,9 @@ def test_benchmark_plumbing_one_seed_two_methods(tmp_path: Path) -> None:
     assert paired == [("seppo-sign-uniform", "sft", 1, 2, 1)]
     sft, seppo = (runs[m]["final"]["test_all_per_image"] for m in ("sft", "seppo-sign-uniform"))
     assert data["paired"][0]["mean"] == pytest.approx(sum(seppo) / 2 - sum(sft) / 2)
+    assert data["paired"][0]["seeds_better"] == int(sum(seppo) > sum(sft))
+    # the accuracy-vs-round curve reads the first sample of the first curve_prompts test prompts in every round
+    assert [r["curve_prompts"] for r in runs["sft"]["rounds"]] == [1] and data["base"]["curve_prompts"] == 1
     # same budget: one update of batch 2 each; seppo logs the anchor criterion's flip rate
     assert [s["step"] for s in runs["sft"]["step_metrics"]] == [1] == [s["step"] for s in runs["seppo-sign-uniform"]["step_metrics"]]
     assert "flip_rate" in runs["seppo-sign-uniform"]["step_metrics"][0] and "flip_rate" not in runs["sft"]["step_metrics"][0]
@@ -84,10 +87,19 @@ def test_balanced_prompts_and_grid_columns() -> None:
     assert [p.relation is None for p in prompts] == [True] * 4 + [False] * 3
     assert prompts == balanced_prompts("test", 7, 3) and len(set(prompts)) == 7
     assert all(p.split == "test" for p in prompts)
-    assert grid_indices(8, 4) == [0, 1, 4, 5]
-    assert grid_indices(2, 8) == [0, 1]
+    assert grid_indices(balanced_prompts("test", 8, 0), 4) == [0, 1, 4, 5]
+    assert grid_indices(balanced_prompts("test", 2, 0), 8) == [0, 1]
+    # past the split's 23 count prompts: all of them, relation prompts for the rest
+    large = balanced_prompts("test", 256, 1234)
+    assert sum(p.relation is None for p in large) == 23 and len(set(large)) == 256
+    assert [p.relation is None for p in large] == [True] * 23 + [False] * 233
+    assert grid_indices(large, 4) == [0, 1, 23, 24]
     with pytest.raises(Exception, match="balanced"):
-        balanced_prompts("test", 500, 0)
+        balanced_prompts("test", 868, 0)
+    # the accuracy-vs-round curve samples the same noise as the final round's first samples
+    full = EvalSet(tuple(large[:4]), 3, 7)
+    assert full.first_samples(2).seeds == [full.seeds[0], full.seeds[3]]
+    assert full.first_samples().prompts == full.prompts and full.first_samples().samples_per_prompt == 1
 
 
 def test_methods_differ_only_in_method_rows() -> None:
@@ -151,7 +163,7 @@ def test_quick_benchmark_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str])
 
     out = tmp_path / "quick"
     argv = ["bench", "quality", "--quick", "--out", str(out), "--workdir", str(tmp_path / "work"), "--rounds", "2",
-            "--prompts", "4", "--train-prompts", "2"]
+            "--prompts", "4", "--train-prompts", "2", "--curve-prompts", "3", "--untuned"]
     for override in ("data.max_rows=32", "train.updates_per_round=2", "train.batch_size=4"):
         argv += ["--set", override]
     assert main(argv) == 0
@@ -160,6 +172,9 @@ def test_quick_benchmark_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     results = _check_outputs(out, ["base", "sft", "seppo-sign-uniform"])
     assert results["options"]["seeds"] == [0]
     assert all(len(r["rounds"]) == 2 for r in results["runs"])
+    # --curve-prompts: 3 of the 4 prompts in every round; --untuned: the preset's LR (bench-quality: 3e-4), not the tuned ones
+    assert all(k["curve_prompts"] == 3 for r in results["runs"] for k in r["rounds"])
+    assert {r["config"]["train"]["lr"] for r in results["runs"]} == {3e-4}
 
 
 def test_video_benchmark_grades_clips_with_the_motion_scorer(tmp_path: Path) -> None:
@@ -195,4 +210,4 @@ def test_video_benchmark_prompts_are_distinct() -> None:
     assert len({p.text for p in prompts}) == 32 and all(p.split == "test" for p in prompts)
     with pytest.raises(DataError, match="distinct test motion prompts"):
         bench_prompts("test", 33, 1234, video=True)
-    assert grid_indices(32, 4, video=True) == [0, 1, 2, 3]
+    assert grid_indices(prompts, 4, video=True) == [0, 1, 2, 3]

@@ -149,3 +149,16 @@ def test_rerun_after_gc_skips_the_removed_rounds(tmp_path: Path, data_dir: Path)
     again = run_rounds(cfg, InMemoryLogger())
     assert [r["skipped"] for r in again.rounds] == [True, True, True]
     assert bank.entry_for_round(3) == final
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "linear"])
+def test_lr_decays_over_the_whole_run_across_rounds(schedule: str, tmp_path: Path, data_dir: Path) -> None:
+    """2 rounds x 2 updates, warmup 0, lr 1e-3: after update t (1..4) the scheduler holds
+    cosine 0.5·(1 + cos(π·t/4))·lr = 0.854, 0.5, 0.146, 0 (x1e-3), linear (1 - t/4)·lr = 0.75, 0.5, 0.25, 0.
+    Round 2 starts from round 1's saved scheduler state, so its values continue the curve."""
+    cfg = tiny_config(tmp_path, data_dir, "train.method=sft", "train.n_rounds=2", "train.updates_per_round=2",
+                      "train.warmup_steps=0", "train.lr=0.001", f"train.lr_scheduler={schedule}")  # fmt: skip
+    run_logger = InMemoryLogger()
+    run_rounds(cfg, run_logger)
+    expected = {"cosine": [0.85355339, 0.5, 0.14644661, 0.0], "linear": [0.75, 0.5, 0.25, 0.0]}[schedule]
+    assert [m["lr"] for _, m in run_logger.metrics] == pytest.approx([1e-3 * v for v in expected], abs=1e-9)
