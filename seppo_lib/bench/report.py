@@ -203,3 +203,22 @@ def paired_table(rows: list[dict[str, Any]]) -> str:
                  _num(r["mde"]), _num(r["mde_planned"])]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def preset_search_table(doc: dict[str, Any], n_boot: int = 10_000) -> str:
+    """The world-preset search (docs/results/world-preset/search.json): every run's held-out attributes and its paired
+    difference with the base model on the same prompts and sample seeds (one training seed: prompt bootstrap)."""
+    k = int(doc["eval"]["samples_per_prompt"])
+    base = score_table([doc["base"]["test_all_per_image"]], k)[0]
+    keys = ("colour", "shape", "count", "relation", "all")
+    lines = ["| run | method | updates × batch | lr | other settings | " + " | ".join(keys) + " | all − base [95% CI] |",
+             "|---|---|---|---|---|" + "---|" * (len(keys) + 1),
+             "| base | — | — | — | — | " + " | ".join(f"{doc['base']['test'][key]:.3f}" for key in keys) + " | — |"]
+    for run in doc["runs"]:
+        stat = paired_bootstrap(difference_table(score_table([run["test_all_per_image"]], k), base), n_boot=n_boot)
+        other = [o for o in run["overrides"] if not o.startswith(("train.lr=", "train.batch_size=", "train.n_rounds=",
+                                                                  "train.updates_per_round=", "data.shard_size="))]  # fmt: skip
+        cells = [run["name"], run["method"], f"{run['updates']} × {run['batch_size']}", f"{run['lr']:g}", ", ".join(other) or "—",
+                 *(f"{run['test'][key]:.3f}" for key in keys), f"{stat.mean:+.3f} [{stat.lo:+.3f}, {stat.hi:+.3f}]"]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)

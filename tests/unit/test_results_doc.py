@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from seppo_lib.bench.report import aggregate, markdown_table, paired_summary, paired_table
+from seppo_lib.bench.report import aggregate, markdown_table, paired_summary, paired_table, preset_search_table
 from seppo_lib.bench.tune import tuning_table
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -51,10 +51,34 @@ def test_paired_tables_are_recomputed_from_the_committed_json() -> None:
     """The paired re-analysis tables in docs/results.md (image and video world) equal the ones rebuilt from the
     committed per-image scores: method − base and method − sft per method, each over all seeds × prompts × samples."""
     doc = (ROOT / "docs" / "results.md").read_text()
-    for folder in (RESULTS, RESULTS / "video"):
+    for folder in (RESULTS, RESULTS / "video", RESULTS / "pickapic"):
         results = json.loads((folder / "results.json").read_text())
         rows = paired_summary(results)
         trained = [m for m in results["options"]["methods"] if m != "base"]
         assert [(r["method"], r["vs"]) for r in rows if r["vs"] == "base"] == [(m, "base") for m in trained]
         assert all(r["seeds"] == len(results["options"]["seeds"]) and r["samples"] == results["options"]["samples_per_prompt"] for r in rows)
         assert paired_table(rows) in doc
+
+
+def test_world_preset_search_table_is_recomputed_from_the_committed_json() -> None:
+    """The world-preset search (issue 19 item 6) in docs/results.md: every run's paired difference with the base model on the
+    tuning draw (seed 99), rebuilt from the committed per-image scores."""
+    doc = json.loads((RESULTS / "world-preset" / "search.json").read_text())
+    assert doc["eval"]["eval_seed"] != 1234 and doc["eval"]["prompts"] >= 256
+    assert all(len(r["test_all_per_image"]) == len(doc["base"]["test_all_per_image"]) for r in doc["runs"])
+    assert preset_search_table(doc) in (ROOT / "docs" / "results.md").read_text()
+
+
+def test_pickapic_results_table_is_recomputed_from_the_committed_json() -> None:
+    """The main comparison on the Pick-a-Pic-like data (issue 19 item 3): base, SFT, Diffusion-DPO, SPIN and SePPO over
+    5 training seeds x 256 held-out prompts x 2 samples, trained on builtin:world-pickapic; its table rebuilt from the JSON."""
+    folder = RESULTS / "pickapic"
+    results = json.loads((folder / "results.json").read_text())
+    options = results["options"]
+    assert {"base", "sft", "dpo", "spin", "seppo-sign-uniform"} <= set(options["methods"])
+    assert len(options["seeds"]) >= 5 and options["prompts"] >= 256 and options["samples_per_prompt"] >= 2
+    assert results["dataset"]["rows"] > 0 and options["dataset"] == "builtin:world-pickapic"
+    methods = [m for m in options["methods"] if m != "base"]
+    table = markdown_table(aggregate(results["base"], results["runs"], methods, True), len(options["seeds"]))
+    assert table == (folder / "table.md").read_text().strip()
+    assert table in (ROOT / "docs" / "results.md").read_text()
