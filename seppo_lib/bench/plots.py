@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image
 
 from seppo_lib.bench.methods import BASE, METHODS
+from seppo_lib.bench.report import curve_subset
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -97,10 +98,12 @@ def curves_figure(summary: dict[str, Any], key: str, ylabel: str, title: str, ba
 def accuracy_figure(results: dict[str, Any]) -> Figure:
     n, seeds = len(results["eval"]["test_prompts"]), len(results["options"]["seeds"])
     base = results["summary"].get(BASE)
+    subset = curve_subset(results["options"])
+    prompts = f"first sample of the first {results['options']['curve_prompts']} of {n} test prompts" if subset else f"{n} test prompts"
     return curves_figure(
         results["summary"], "accuracy_vs_round", "held-out accuracy (all attributes)",
-        f"Held-out accuracy vs round: {n} test prompts, mean and 95% t-interval over {seeds} seed(s)",
-        base["test"]["all"]["mean"] if base is not None else None,
+        f"Held-out accuracy vs round: {prompts}, mean and 95% t-interval over {seeds} seed(s)",
+        base["test"]["all"]["mean"] if base is not None and not subset else None,
     )
 
 
@@ -125,7 +128,8 @@ def rebuild_plots(out: Path) -> list[Path]:
 
     results = json.loads((out / "results.json").read_text())
     methods = [m for m in results["options"]["methods"] if m != BASE]
-    results["summary"] = aggregate(results["base"], results["runs"], methods, BASE in results["options"]["methods"])
+    results["summary"] = aggregate(results["base"], results["runs"], methods, BASE in results["options"]["methods"],
+                                   curve_subset=curve_subset(results["options"]))
     return [plot_accuracy_vs_round(results, out / "accuracy_vs_round.png"), plot_flip_rate(results, out / "flip_rate_vs_round.png")]
 
 

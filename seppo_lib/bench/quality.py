@@ -271,7 +271,7 @@ def score_base(ctx: Context) -> dict[str, Any]:
 
 def run_benchmark(options: BenchOptions) -> dict[str, Any]:
     """Run (or resume) every method x seed, then write results.json, table.md and the plots."""
-    from seppo_lib.bench.report import aggregate, markdown_table, paired_summary, paired_table
+    from seppo_lib.bench.report import aggregate, curve_subset, markdown_table, paired_summary, paired_table
     from seppo_lib.bench.plots import plot_accuracy_vs_round, plot_flip_rate, sample_grid
 
     start = time.time()
@@ -297,7 +297,7 @@ def run_benchmark(options: BenchOptions) -> dict[str, Any]:
         "dataset": ctx.dataset_stats,
         "base": base,
         "runs": runs,
-        "summary": aggregate(base, runs, methods, BASE in options.methods),
+        "summary": aggregate(base, runs, methods, BASE in options.methods, curve_subset=curve_subset(asdict(options))),
     }
     results["paired"] = paired_summary(results)
     results["wall_seconds"] = round(time.time() - start, 1)

@@ -26,15 +26,22 @@ def _stat(values: list[float]) -> dict[str, Any]:
     return {"mean": mean, "lo": lo, "hi": hi, "n": len(values), "values": values}
 
 
-def _round_accuracy(rounds: list[dict[str, Any]]) -> tuple[list[float], str]:
+def curve_subset(options: dict[str, Any]) -> bool:
+    """True when a benchmark scored its intermediate rounds on fewer prompts than the table (`--curve-prompts`):
+    then every point of the accuracy-vs-round curve, base and final round included, is the first-sample estimate."""
+    n = options.get("curve_prompts")
+    return n is not None and n < options["prompts"]
+
+
+def _round_accuracy(rounds: list[dict[str, Any]], first_only: bool = False) -> tuple[list[float], str]:
     """One round's held-out accuracy per seed with the table's estimate (all samples, "test") when
-    every seed has it, else the first sample per prompt ("test_first"); and which one it is."""
-    if all("test" in r for r in rounds):
+    every seed has it and not `first_only`, else the first sample per prompt ("test_first"); and which one it is."""
+    if not first_only and all("test" in r for r in rounds):
         return [r["test"]["all"] for r in rounds], "all"
     return [r["test_first"]["all"] for r in rounds], "first"
 
 
-def _curve(runs: list[dict[str, Any]], base: dict[str, Any] | None, key: str) -> dict[str, Any]:
+def _curve(runs: list[dict[str, Any]], base: dict[str, Any] | None, key: str, first_only: bool = False) -> dict[str, Any]:
     """Per-round mean (and t-interval) across seeds of a per-round quantity; round 0 is the base model.
 
     For key "accuracy" the "estimate" list says per round whether the value is the table's
@@ -45,7 +52,7 @@ def _curve(runs: list[dict[str, Any]], base: dict[str, Any] | None, key: str) ->
     if key == "accuracy":
         out["estimate"] = []
         if base is not None:
-            value, estimate = _round_accuracy([base])
+            value, estimate = _round_accuracy([base], first_only)
             out["round"].append(0)
             out["estimate"].append(estimate)
             for name in ("mean", "lo", "hi"):
@@ -53,7 +60,7 @@ def _curve(runs: list[dict[str, Any]], base: dict[str, Any] | None, key: str) ->
     for k in range(n_rounds):
         present = [r["rounds"][k] for r in runs if len(r["rounds"]) > k]
         if key == "accuracy":
-            values, estimate = _round_accuracy(present)
+            values, estimate = _round_accuracy(present, first_only)
             out["estimate"].append(estimate)
         else:
             values = [rd["train_metrics"][key] for rd in present if key in rd["train_metrics"]]
@@ -74,7 +81,9 @@ def _err_gap(runs: list[dict[str, Any]], k: int) -> float | None:
     return float(np.mean([m["err_policy_w"] - m["err_ref_w"] for m in metrics]))
 
 
-def aggregate(base: dict[str, Any], runs: list[dict[str, Any]], methods: list[str], with_base: bool) -> dict[str, Any]:
+def aggregate(
+    base: dict[str, Any], runs: list[dict[str, Any]], methods: list[str], with_base: bool, *, curve_subset: bool = False
+) -> dict[str, Any]:
     """method -> {"test": {attr: stat}, "train": {...}, "gap": stat, curves, reference accuracy per round}."""
     out: dict[str, Any] = {}
     if with_base:
@@ -92,7 +101,7 @@ def aggregate(base: dict[str, Any], runs: list[dict[str, Any]], methods: list[st
                 key: _stat([r["final"][split][key] for r in mine]) for key in ATTRIBUTE_KEYS if key in mine[0]["final"][split]
             }
         entry["gap"] = _stat([r["final"]["train"]["all"] - r["final"]["test"]["all"] for r in mine])
-        entry["accuracy_vs_round"] = _curve(mine, base, "accuracy")
+        entry["accuracy_vs_round"] = _curve(mine, base, "accuracy", first_only=curve_subset)
         entry["flip_rate_vs_round"] = _curve(mine, None, "flip_rate")
         entry["err_gap_w_vs_round"] = [_err_gap(mine, k) for k in range(len(mine[0]["rounds"]))]
         entry["reference_accuracy_vs_round"] = [

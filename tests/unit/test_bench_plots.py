@@ -105,3 +105,22 @@ def test_rebuild_plots_redraws_the_round_plots_from_results_json(tmp_path: Path)
     files = rebuild_plots(tmp_path)
     assert [p.name for p in files] == ["accuracy_vs_round.png", "flip_rate_vs_round.png"]
     assert all(p.stat().st_size > 1000 for p in files)
+
+
+def test_a_curve_on_fewer_prompts_than_the_table_uses_first_samples_in_every_round() -> None:
+    """--curve-prompts 2 of 4 prompts: the base and final points are the first-sample estimates (0.5 and the last
+    `first` values 0.6 / 0.1), not the table's all-sample ones (0.25 / 0.1, 0.3), so the curve reads one prompt set."""
+    from seppo_lib.bench.plots import accuracy_figure
+    from seppo_lib.bench.report import curve_subset
+
+    results = _results()
+    assert not curve_subset({"prompts": 4, "curve_prompts": None}) and not curve_subset({"prompts": 4, "curve_prompts": 4})
+    results["options"].update(prompts=4, curve_prompts=2)
+    assert curve_subset(results["options"])
+    summary = aggregate(results["base"], results["runs"], METHODS, True, curve_subset=True)
+    curve = summary["sft"]["accuracy_vs_round"]
+    assert curve["estimate"] == ["first"] * 3
+    assert curve["mean"][0] == pytest.approx(0.5) and curve["mean"][-1] == pytest.approx((0.6 + 0.1) / 2)
+    results["summary"] = summary
+    fig = accuracy_figure(results)
+    assert "first sample of the first 2 of 4 test prompts" in fig.get_suptitle()
