@@ -100,8 +100,8 @@ class Context:
 
     def eval_key(self) -> str:
         o = self.options
-        doc = [o.prompts, o.train_prompts, o.samples_per_prompt, o.eval_seed, o.grid_prompts, self.base_cfg.sampling.model_dump(mode="json")]
-        doc.append(["curve: first samples' seeds", o.curve_prompts])
+        doc = [o.prompts, o.train_prompts, o.samples_per_prompt, o.eval_seed, o.grid_prompts, self.base_cfg.sampling.model_dump(mode="json"),
+               ["curve: first samples' seeds", o.curve_prompts]]  # fmt: skip
         return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:10]
 
 
@@ -284,8 +284,9 @@ def run_benchmark(options: BenchOptions) -> dict[str, Any]:
         logger.info("benchmark: %s seed %d", method, seed)
         runs.append(train_and_score(ctx, method, seed))
     methods = [m for m in options.methods if m != BASE]
+    recorded = {**asdict(options), "out": str(options.out), "workdir": str(options.work)}
     results: dict[str, Any] = {
-        "options": {**asdict(options), "out": str(options.out), "workdir": str(options.work)},
+        "options": recorded,
         "preset": ctx.base_cfg.model_dump(mode="json"),
         "eval": {
             "test_prompts": [p.text for p in ctx.test_set.prompts],
@@ -297,7 +298,7 @@ def run_benchmark(options: BenchOptions) -> dict[str, Any]:
         "dataset": ctx.dataset_stats,
         "base": base,
         "runs": runs,
-        "summary": aggregate(base, runs, methods, BASE in options.methods, curve_subset=curve_subset(asdict(options))),
+        "summary": aggregate(base, runs, methods, BASE in options.methods, curve_subset=curve_subset(recorded)),
     }
     results["paired"] = paired_summary(results)
     results["wall_seconds"] = round(time.time() - start, 1)

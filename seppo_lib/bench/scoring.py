@@ -78,13 +78,17 @@ class EvalSet:
     seed_stride: int | None = None
 
     @property
+    def stride(self) -> int:
+        return self.seed_stride or self.samples_per_prompt
+
+    @property
     def seeds(self) -> list[int]:
-        k, stride = self.samples_per_prompt, self.seed_stride or self.samples_per_prompt
-        return [sample_seed(self.seed, 0, i * stride + j) for i in range(len(self.prompts)) for j in range(k)]
+        k = self.samples_per_prompt
+        return [sample_seed(self.seed, 0, i * self.stride + j) for i in range(len(self.prompts)) for j in range(k)]
 
     def first_samples(self, n_prompts: int | None = None) -> EvalSet:
         """The first sample of the first `n_prompts` prompts (all if None), with the same seeds as in this set."""
-        return EvalSet(self.prompts[:n_prompts], 1, self.seed, self.seed_stride or self.samples_per_prompt)
+        return EvalSet(self.prompts[:n_prompts], 1, self.seed, self.stride)
 
     @property
     def flat_prompts(self) -> list[Prompt] | list[MotionPrompt]:
