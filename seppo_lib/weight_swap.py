@@ -9,13 +9,14 @@ checkpoint's tensors are and how they are applied is the subclass's: the full de
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections import OrderedDict
 from typing import Any
 
 import torch
 
 
-class WeightSwap:
+class WeightSwap(ABC):
     """LRU-cached, in-place swaps of `module`'s tensors to bank checkpoints (subclasses: `read`, `apply`)."""
 
     def __init__(self, module: torch.nn.Module, bank: Any, cache_size: int) -> None:
@@ -23,11 +24,13 @@ class WeightSwap:
         self.cache: OrderedDict[str, dict[str, torch.Tensor]] = OrderedDict()
         self.current: str | None = None
 
+    @abstractmethod
     def read(self, ckpt_id: str) -> dict[str, torch.Tensor]:
-        raise NotImplementedError
+        """The tensors of checkpoint `ckpt_id`, as `apply` takes them."""
 
+    @abstractmethod
     def apply(self, tensors: dict[str, torch.Tensor]) -> None:
-        raise NotImplementedError
+        """Copy `tensors` into the module in place."""
 
     def tensors(self, ckpt_id: str) -> dict[str, torch.Tensor]:
         """`ckpt_id`'s tensors, from the cache or read (and cached, evicting the least recently used)."""
