@@ -167,7 +167,8 @@ def score_model(ctx: Context, model_dir: str | Path, *, full: bool, grid_dir: Pa
     kwargs = {"resolution": cfg.data.resolution, "max_tokens": cfg.data.max_caption_tokens, "frames": cfg.data.num_frames}
     images, scores = evaluate(model, test, cfg.sampling, **kwargs)
     first = _first_samples(scores, k)[: ctx.options.curve_prompts] if full else scores  # the curve's prompts in every round
-    out: dict[str, Any] = {"test_first": summarize(first), "curve_prompts": len(first)}
+    out: dict[str, Any] = {"test_first": summarize(first), "curve_prompts": len(first),
+                           "first_all_per_image": [s["all"] for s in first]}  # fmt: skip
     if full:
         _, train_scores = evaluate(model, ctx.train_set, cfg.sampling, **kwargs)
         out.update(test=summarize(scores), train=summarize(train_scores), test_all_per_image=[s["all"] for s in scores])
@@ -271,7 +272,9 @@ def score_base(ctx: Context) -> dict[str, Any]:
 
 def run_benchmark(options: BenchOptions) -> dict[str, Any]:
     """Run (or resume) every method x seed, then write results.json, table.md and the plots."""
-    from seppo_lib.bench.report import aggregate, curve_subset, markdown_table, paired_summary, paired_table
+    from seppo_lib.bench.report import (
+        aggregate, budget_summary, budget_table, curve_subset, markdown_table, paired_summary, paired_table,
+    )  # fmt: skip
     from seppo_lib.bench.plots import plot_accuracy_vs_round, plot_flip_rate, sample_grid
 
     start = time.time()
@@ -300,9 +303,11 @@ def run_benchmark(options: BenchOptions) -> dict[str, Any]:
         "runs": runs,
         "summary": aggregate(base, runs, methods, BASE in options.methods, curve_subset=curve_subset(recorded)),
     }
-    results["paired"] = paired_summary(results)
+    results["paired"], results["budgets"] = paired_summary(results), budget_summary(results)
     results["wall_seconds"] = round(time.time() - start, 1)
     table, paired = markdown_table(results["summary"], len(options.seeds)), paired_table(results["paired"])
+    if results["budgets"]:
+        paired += "\n\n" + budget_table(results["budgets"])
     (options.out / "results.json").write_text(json.dumps(results, indent=1))
     (options.out / "table.md").write_text(table + "\n")
     (options.out / "paired.md").write_text(paired + "\n")

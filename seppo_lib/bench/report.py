@@ -171,11 +171,8 @@ def _paired_row(method: str, vs: str, diff: np.ndarray, n_boot: int) -> dict[str
     }  # fmt: skip
 
 
-def paired_summary(results: dict[str, Any], n_boot: int = 10_000) -> list[dict[str, Any]]:
-    """Held-out "all" differences method − base and method − sft on the same prompts, sample seeds and training
-    seeds (the seeds both have), with the crossed bootstrap's 95% interval and the detectable difference."""
-    k = int(results["options"]["samples_per_prompt"])
-    base, runs = _per_image(results)
+def _pairs(base: list[float] | None, runs: dict[str, dict[int, list[float]]], k: int, n_boot: int) -> list[dict[str, Any]]:
+    """method − base and method − sft rows from per-image scores (method -> seed -> scores, `k` samples per prompt)."""
     rows = []
     for method, by_seed in runs.items():
         table = score_table([by_seed[s] for s in sorted(by_seed)], k)
@@ -187,6 +184,56 @@ def paired_summary(results: dict[str, Any], n_boot: int = 10_000) -> list[dict[s
                 mine = score_table([by_seed[s] for s in common], k)
                 rows.append(_paired_row(method, SFT, difference_table(mine, score_table([runs[SFT][s] for s in common], k)), n_boot))
     return rows
+
+
+def paired_summary(results: dict[str, Any], n_boot: int = 10_000) -> list[dict[str, Any]]:
+    """Held-out "all" differences method − base and method − sft on the same prompts, sample seeds and training
+    seeds (the seeds both have), with the crossed bootstrap's 95% interval and the detectable difference."""
+    base, runs = _per_image(results)
+    return _pairs(base, runs, int(results["options"]["samples_per_prompt"]), n_boot)
+
+
+def budget_rounds(n_rounds: int) -> list[int]:
+    """The budgets methods are compared at: a quarter, half and all of the run's rounds (distinct, at least 1)."""
+    return sorted({max(1, n_rounds // 4), max(1, n_rounds // 2), n_rounds})
+
+
+def budget_summary(results: dict[str, Any], n_boot: int = 10_000) -> list[dict[str, Any]]:
+    """Paired differences after a quarter, half and all of the rounds (`budget_rounds`), on the accuracy-vs-round
+    curve's images: the first sample of the first `--curve-prompts` test prompts, scored after every round with the
+    same noise. [] when a cached result predates the curve's per-image scores (`first_all_per_image`) or the curve
+    has fewer than 2 prompts (no prompt-level variance)."""
+    runs, entries = results["runs"], [r for run in results["runs"] for r in run["rounds"]] + [results["base"]]
+    if not runs or any(len(e.get("first_all_per_image", ())) < 2 for e in entries):
+        return []
+    train = runs[0]["config"]["train"]
+    base = results["base"]["first_all_per_image"] if BASE in results["options"]["methods"] else None
+    rows = []
+    for budget in budget_rounds(int(train["n_rounds"])):
+        per_image: dict[str, dict[int, list[float]]] = {}
+        for run in runs:
+            point = next(r for r in run["rounds"] if r["round"] == budget)
+            per_image.setdefault(run["method"], {})[int(run["seed"])] = point["first_all_per_image"]
+        updates = budget * int(train["updates_per_round"])
+        rows += [{"round": budget, "updates": updates, **row} for row in _pairs(base, per_image, 1, n_boot)]
+    return rows
+
+
+def budget_table(rows: list[dict[str, Any]]) -> str:
+    """Paired differences at each budget (`budget_summary`) as a markdown table."""
+    lines = [
+        "Paired differences in held-out accuracy (\"all\") at several budgets, on the accuracy-vs-round curve's images "
+        "(first sample of each curve prompt, the same noise after every round); 95% crossed bootstrap interval.",
+        "",
+        "| round | updates | method | vs | difference | 95% CI | excludes 0 | seeds better | seeds × prompts |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        cells = [str(r["round"]), str(r["updates"]), r["method"], r["vs"], _num(r["mean"], True),
+                 f"[{r['lo']:+.3f}, {r['hi']:+.3f}]", "**yes**" if r["excludes_zero"] else "no",
+                 f"{r['seeds_better']}/{r['seeds']}", f"{r['seeds']} × {r['prompts']}"]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def _num(value: float | None, sign: bool = False) -> str:

@@ -71,6 +71,8 @@ def test_benchmark_plumbing_one_seed_two_methods(tmp_path: Path) -> None:
     assert data["paired"][0]["seeds_better"] == int(sum(seppo) > sum(sft))
     # the accuracy-vs-round curve reads the first sample of the first curve_prompts test prompts in every round
     assert [r["curve_prompts"] for r in runs["sft"]["rounds"]] == [1] and data["base"]["curve_prompts"] == 1
+    # every round keeps the curve's per-image scores (the final round's: its first samples); a 1-prompt curve has no budgets
+    assert runs["sft"]["rounds"][0]["first_all_per_image"] == sft[:1] and data["budgets"] == []
     # same budget: one update of batch 2 each; seppo logs the anchor criterion's flip rate
     assert [s["step"] for s in runs["sft"]["step_metrics"]] == [1] == [s["step"] for s in runs["seppo-sign-uniform"]["step_metrics"]]
     assert "flip_rate" in runs["seppo-sign-uniform"]["step_metrics"][0] and "flip_rate" not in runs["sft"]["step_metrics"][0]

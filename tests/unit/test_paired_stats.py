@@ -108,3 +108,49 @@ def test_score_table_and_bad_input() -> None:
         paired_bootstrap(np.zeros((1, 2, 1)), alpha=1.5)
     with pytest.raises(PairedStatsError, match="power"):
         detectable_difference(VarianceComponents(0.0, 0.0, 0.0, 0.0), 1, 1, 1, power=1.0)
+
+
+def _budget_results(with_curve_scores: bool = True) -> dict:
+    """base, sft and seppo over seeds 0 and 1, 4 rounds of 8 updates, a curve of 2 prompts (first samples)."""
+    curves = {  # method -> seed -> round 1..4 first-sample scores of the 2 curve prompts
+        "sft": {0: [[0, 1], [0, 0], [1, 0], [1, 1]], 1: [[0, 0], [0, 0], [0, 1], [0, 1]]},
+        "seppo-sign-uniform": {0: [[1, 1], [1, 0], [1, 1], [1, 1]], 1: [[0, 1], [1, 1], [1, 1], [0, 0]]},
+    }
+    key = "first_all_per_image" if with_curve_scores else "unused"
+    runs = [{"method": m, "seed": s, "config": {"train": {"n_rounds": 4, "updates_per_round": 8}},
+             "rounds": [{"round": r + 1, key: scores[r]} for r in range(4)]}
+            for m, by_seed in curves.items() for s, scores in by_seed.items()]  # fmt: skip
+    return {"options": {"methods": ["base", "sft", "seppo-sign-uniform"]}, "base": {"first_all_per_image": [0, 1]}, "runs": runs}
+
+
+def test_budgets_are_a_quarter_half_and_all_of_the_rounds() -> None:
+    from seppo_lib.bench.report import budget_rounds
+
+    assert budget_rounds(16) == [4, 8, 16] and budget_rounds(4) == [1, 2, 4] and budget_rounds(6) == [1, 3, 6]
+    assert budget_rounds(2) == [1, 2] and budget_rounds(1) == [1]
+
+
+def test_budget_differences_read_each_budgets_own_round() -> None:
+    """Budgets 1, 2, 4 of a 4-round run (8 updates each), base first samples [0, 1]:
+    round 1: sft − base = mean([0-0, 1-1], [0-0, 0-1]) = -1/4; seppo − base = mean([1, 0], [0, 0]) = 1/4;
+             seppo − sft = mean([1, 0], [0, 1]) = 1/2.
+    round 2: sft − base = mean([0, -1], [0, -1]) = -1/2; seppo − base = mean([1, -1], [1, 0]) = 1/4; seppo − sft = 3/4.
+    round 4: sft − base = mean([1, 0], [0, 0]) = 1/4; seppo − base = mean([1, 0], [0, -1]) = 0; seppo − sft = -1/4."""
+    from seppo_lib.bench.report import budget_summary, budget_table
+
+    rows = budget_summary(_budget_results(), n_boot=200)
+    got = {(r["round"], r["method"], r["vs"]): r["mean"] for r in rows}
+    want = {(1, "sft", "base"): -0.25, (1, "seppo-sign-uniform", "base"): 0.25, (1, "seppo-sign-uniform", "sft"): 0.5,
+            (2, "sft", "base"): -0.5, (2, "seppo-sign-uniform", "base"): 0.25, (2, "seppo-sign-uniform", "sft"): 0.75,
+            (4, "sft", "base"): 0.25, (4, "seppo-sign-uniform", "base"): 0.0, (4, "seppo-sign-uniform", "sft"): -0.25}  # fmt: skip
+    assert got.keys() == want.keys() and all(got[k] == pytest.approx(v) for k, v in want.items())
+    assert {r["round"]: r["updates"] for r in rows} == {1: 8, 2: 16, 4: 32}
+    assert all(r["seeds"] == 2 and r["prompts"] == 2 and r["samples"] == 1 for r in rows)
+    table = budget_table(rows)
+    assert "| 2 | 16 | seppo-sign-uniform | sft | +0.750 |" in table and table.count("\n| ") == len(rows) + 1
+
+
+def test_budgets_need_the_curves_per_image_scores() -> None:
+    from seppo_lib.bench.report import budget_summary
+
+    assert budget_summary(_budget_results(with_curve_scores=False)) == []
