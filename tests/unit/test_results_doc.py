@@ -67,6 +67,12 @@ def test_world_preset_search_table_is_recomputed_from_the_committed_json() -> No
     assert doc["eval"]["eval_seed"] != 1234 and doc["eval"]["prompts"] >= 256
     assert all(len(r["test_all_per_image"]) == len(doc["base"]["test_all_per_image"]) for r in doc["runs"])
     assert preset_search_table(doc) in (ROOT / "docs" / "results.md").read_text()
+    # the continued-pretraining diagnosis: the same draw and base scores, the recipe's corruption fractions varied
+    continued = json.loads((RESULTS / "world-preset" / "continued.json").read_text())
+    assert continued["eval"] == doc["eval"] and continued["base"] == doc["base"]
+    assert {tuple(r["overrides"][:2]) for r in continued["runs"]} == {
+        (f"wrong_fraction={w}", f"blur_fraction={b}") for w in (0.0, 0.3) for b in (0.0, 0.2)}
+    assert preset_search_table(continued) in (ROOT / "docs" / "results.md").read_text()
 
 
 def test_pickapic_results_table_is_recomputed_from_the_committed_json() -> None:
