@@ -5,7 +5,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from seppo_lib.bench.report import aggregate, markdown_table, paired_summary, paired_table, preset_search_table
+from seppo_lib.bench.report import (
+    aggregate,
+    budget_summary,
+    budget_table,
+    markdown_table,
+    paired_summary,
+    paired_table,
+    preset_search_table,
+)
 from seppo_lib.bench.tune import tuning_table
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -88,3 +96,23 @@ def test_pickapic_results_table_is_recomputed_from_the_committed_json() -> None:
     table = markdown_table(aggregate(results["base"], results["runs"], methods, True), len(options["seeds"]))
     assert table == (folder / "table.md").read_text().strip()
     assert table in (ROOT / "docs" / "results.md").read_text()
+
+
+def test_budget_curve_tables_are_recomputed_from_the_committed_json() -> None:
+    """Issue 19 item 4: SFT and SePPO for 16 rounds on the Pick-a-Pic-like data. Its accuracy, paired and per-budget
+    tables are rebuilt from the JSON, and (constant LR) round 4 of every run is the main comparison's 4-round run,
+    image for image on the curve's first samples."""
+    folder = RESULTS / "pickapic-budget"
+    results = json.loads((folder / "results.json").read_text())
+    methods = [m for m in results["options"]["methods"] if m != "base"]
+    table = markdown_table(aggregate(results["base"], results["runs"], methods, True, curve_subset=True), len(results["options"]["seeds"]))
+    doc = (ROOT / "docs" / "results.md").read_text()
+    rows = budget_summary(results)
+    assert {r["round"] for r in rows} == {4, 8, 16} and all(r["prompts"] == 128 for r in rows)
+    for text in (table, paired_table(paired_summary(results)), budget_table(rows)):
+        assert text in doc
+    main = {(r["method"], r["seed"]): r for r in json.loads((RESULTS / "pickapic" / "results.json").read_text())["runs"]}
+    for run in results["runs"]:
+        assert run["config"]["train"]["lr_scheduler"] == "constant" and len(run["rounds"]) == 16
+        first = main[(run["method"], run["seed"])]["final"]["test_all_per_image"][::2][:128]
+        assert run["rounds"][3]["first_all_per_image"] == first
