@@ -81,6 +81,18 @@ def test_world_preset_search_table_is_recomputed_from_the_committed_json() -> No
     assert {tuple(r["overrides"][:2]) for r in continued["runs"]} == {
         (f"wrong_fraction={w}", f"blur_fraction={b}") for w in (0.0, 0.3) for b in (0.0, 0.2)}
     assert preset_search_table(continued) in (ROOT / "docs" / "results.md").read_text()
+    # from a 2000-step snapshot of the recipe (same draw), and the default run over 5 seeds on unseen training-split prompts
+    early = json.loads((RESULTS / "world-preset" / "early.json").read_text())
+    assert early["eval"] == doc["eval"] and early["base"]["test_all_per_image"] != doc["base"]["test_all_per_image"]
+    assert preset_search_table(early) in (ROOT / "docs" / "results.md").read_text()
+    ts = {name: f"{early['train_split'][name]['test']['all']:.3f}" for name in ("base", "w0", "w1")}
+    assert f"the snapshot scores {ts['base']}, w0 {ts['w0']} and w1 {ts['w1']}" in (ROOT / "docs" / "results.md").read_text()
+    indist = json.loads((RESULTS / "world-preset" / "indist.json").read_text())
+    assert sorted(r["seed"] for r in indist["runs"]) == [0, 1, 2, 3, 4] and len(set(indist["eval"]["prompts"])) == 256
+    from seppo_lib.world.grammar import parse
+
+    assert {parse(p).split for p in indist["eval"]["prompts"]} == {"train"}
+    assert paired_table(paired_summary(indist)) in (ROOT / "docs" / "results.md").read_text()
 
 
 def test_pickapic_results_table_is_recomputed_from_the_committed_json() -> None:
