@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -89,9 +90,12 @@ def curves_figure(summary: dict[str, Any], key: str, ylabel: str, title: str, ba
                     Line2D([], [], color="k", marker="o", mfc="white", ls="", label="first sample per prompt only")]
     if base is not None:
         handles.append(Line2D([], [], color=METHOD_COLOURS[BASE], ls=":", label="base model (table)"))
-    fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=7, frameon=False)
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout(rect=(0.0, 0.07 if n_rows > 1 else 0.12, 1.0, 0.95))
+    narrow = fig.get_figwidth() < 8  # two panels: the legend and the title would run past the edges
+    fig.legend(handles=handles, loc="lower center", ncol=2 if narrow else 3, fontsize=7, frameon=False)
+    lines = textwrap.wrap(title, width=int(fig.get_figwidth() * 14))  # ~14 characters per inch at 9 pt
+    fig.suptitle("\n".join(lines), fontsize=9)
+    bottom = (0.07 if n_rows > 1 else 0.12) + (0.05 if narrow and len(handles) > 3 else 0.0)
+    fig.tight_layout(rect=(0.0, bottom, 1.0, 0.95 - 0.04 * (len(lines) - 1)))
     return fig
 
 

@@ -123,4 +123,23 @@ def test_a_curve_on_fewer_prompts_than_the_table_uses_first_samples_in_every_rou
     assert curve["mean"][0] == pytest.approx(0.5) and curve["mean"][-1] == pytest.approx((0.6 + 0.1) / 2)
     results["summary"] = summary
     fig = accuracy_figure(results)
-    assert "first sample of the first 2 of 4 test prompts" in fig.get_suptitle()
+    assert "first sample of the first 2 of 4 test prompts" in fig.get_suptitle().replace("\n", " ")
+
+
+def test_title_and_legend_of_a_two_panel_figure_stay_inside_it() -> None:
+    """Two methods (the narrowest figure) with a curve subset: the long title wraps and the legend's four entries fit."""
+    from seppo_lib.bench.plots import accuracy_figure
+
+    results = _results()
+    results["options"].update(prompts=256, curve_prompts=128)
+    results["eval"]["test_prompts"] = ["p"] * 256
+    results["summary"] = aggregate(results["base"], results["runs"], METHODS, True, curve_subset=True)
+    fig = accuracy_figure(results)
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    fig.draw(renderer)
+    width = fig.bbox.width
+    for artist in (fig._suptitle, *fig.legends):
+        box = artist.get_window_extent(renderer)
+        assert box.x0 >= 0 and box.x1 <= width, f"{type(artist).__name__} spans {box.x0:.0f}..{box.x1:.0f} of {width:.0f} px"
